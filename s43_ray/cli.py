@@ -1,0 +1,231 @@
+"""``s43-ray``: the one command. Subcommands ``run`` and ``gate``.
+
+Exit codes: 0 gate passed; 1 gate failed (cohort incomplete or invalid); 2 bad input or usage,
+with nothing written; 3 store or cluster unreachable (or the verdict could not be persisted);
+130 interrupted. Events are JSON lines on stderr; the summary goes to stdout, and with ``--json``
+its last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn, TextIO
+
+from . import __version__
+from .codec import CODECS
+from .config import (
+    ADDRESSING_STYLES,
+    S3_CHECKSUMS,
+    EnvDefaults,
+    StoreConfig,
+    env_defaults,
+    parse_store_url,
+    validate_endpoint,
+)
+from .driver import RunConfig, gate_existing, run_cohort
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    InputError,
+    S43Error,
+)
+from .events import EventLog
+from .keys import (
+    MAX_COHORT_SIZE,
+    RunLayout,
+    member_names,
+    new_run_id,
+    parse_members,
+    validate_run_id,
+)
+from .local_s3 import LocalS3
+from .manifest import read_manifest
+from .predict import DEFAULT_PREDICTOR, load_predictor
+from .progress import Progress
+from .store import S3Store
+from .summary import Summary
+
+# Largest --rows accepted: 50 M float32 predictions is ~600 MiB a member with the default record.
+MAX_ROWS = 50_000_000
+DEFAULT_COHORT_SIZE = 8
+DEFAULT_ROWS = 10_000
+DEFAULT_CODEC = "arrow"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _int_in(name: str, lo: int, hi: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not an integer; "
+                                             f"expected {lo}..{hi}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{name} {value} is out of range; expected {lo}..{hi}")
+        return value
+    return parse
+
+
+def _store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
+    g = p.add_argument_group("store")
+    g.add_argument("--store", default=env.store, metavar="s3://BUCKET/PREFIX",
+                   help="where predictions go (env S43_STORE); default: the embedded local server")
+    g.add_argument("--endpoint-url", default=env.endpoint_url, metavar="URL",
+                   help="S3 endpoint, e.g. https://s3.fr-par.scw.cloud (env AWS_ENDPOINT_URL_S3)")
+    g.add_argument("--region", default=env.region, help="S3 region (env AWS_REGION)")
+    g.add_argument("--addressing-style", default=env.addressing_style, choices=ADDRESSING_STYLES,
+                   help="S3 addressing (env S43_S3_ADDRESSING_STYLE; default path)")
+    g.add_argument("--s3-checksum", default=env.s3_checksum, choices=S3_CHECKSUMS,
+                   help="send CRC64NVME checksum headers (default) or none, for stores that "
+                        "reject them (env S43_S3_CHECKSUM)")
+    g.add_argument("--max-attempts", default=env.max_attempts, type=_int_in("max attempts", 1, 20),
+                   help="S3 attempts per request, first included (env S43_S3_MAX_ATTEMPTS)")
+    g.add_argument("--local-dir", default=env.local_dir, metavar="DIR",
+                   help="data folder of the embedded server (env S43_LOCAL_S3_DIR; default "
+                        "~/.cache/s43_ray/seaweedfs)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON summary as the last line of stdout")
+
+
+def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
+    env = env or env_defaults()
+    parser = _Parser(prog="s43-ray", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"s43-ray {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="persist a cohort through S3 on Ray, then gate it")
+    run.add_argument("--run-id", help="run id (default: a fresh sortable id)")
+    who = run.add_mutually_exclusive_group()
+    who.add_argument("--cohort-size", type=_int_in("cohort size", 1, MAX_COHORT_SIZE),
+                     help=f"members m00000.. (default {DEFAULT_COHORT_SIZE})")
+    who.add_argument("--members", help="explicit member names: a,b,c")
+    run.add_argument("--rows", type=_int_in("rows", 1, MAX_ROWS), default=DEFAULT_ROWS,
+                     help=f"predictions per member (default {DEFAULT_ROWS})")
+    run.add_argument("--format", choices=CODECS, default=DEFAULT_CODEC,
+                     help=f"object format (default {DEFAULT_CODEC})")
+    run.add_argument("--predictor", default=DEFAULT_PREDICTOR, metavar="MODULE:FUNCTION")
+    run.add_argument("--address", default=env.address,
+                     help="a running Ray cluster (env RAY_ADDRESS); default: start a local one")
+    run.add_argument("--num-cpus", type=_int_in("num cpus", 1, 1024),
+                     help="CPUs of the local Ray cluster (default: all)")
+    run.add_argument("--verify", choices=("full", "head"), default="full",
+                     help="gate check: full (GET + checksum + decode) or head (store checksums)")
+    _store_flags(run, env)
+
+    gate = sub.add_parser("gate", help="re-check an existing run from the store alone")
+    gate.add_argument("--run-id", required=True)
+    gate.add_argument("--expected", type=_int_in("expected", 1, MAX_COHORT_SIZE),
+                      help="members the cohort must have (default: the run's manifest)")
+    gate.add_argument("--members", help="explicit member names (default: the run's manifest)")
+    gate.add_argument("--format", choices=CODECS, help="object format (default: the manifest's)")
+    gate.add_argument("--verify", choices=("full", "head"), default="full")
+    _store_flags(gate, env)
+    return parser
+
+
+@contextlib.contextmanager
+def _store(args: argparse.Namespace) -> Iterator[StoreConfig]:
+    """The configured store, or the embedded local server for the length of the command."""
+    if args.endpoint_url:
+        validate_endpoint(args.endpoint_url)
+    common: dict[str, Any] = {"addressing_style": args.addressing_style,
+                              "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts}
+    if args.store:
+        bucket, prefix = parse_store_url(args.store)
+        yield StoreConfig(bucket=bucket, prefix=prefix, endpoint_url=args.endpoint_url,
+                          region=args.region, **common)
+        return
+    if args.endpoint_url:
+        raise InputError(f"--endpoint-url {args.endpoint_url!r} was given without --store; "
+                         "expected --store s3://BUCKET/PREFIX too")
+    with LocalS3(args.local_dir) as server:
+        yield server.store_config(**common)
+
+
+def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
+    run_id = validate_run_id(args.run_id) if args.run_id is not None else new_run_id()
+    members = tuple(parse_members(args.members) if args.members
+                    else member_names(args.cohort_size or DEFAULT_COHORT_SIZE))
+    load_predictor(args.predictor)  # bad input is refused here, before anything is written
+    cfg = RunConfig(run_id=run_id, members=members, rows=args.rows, codec=args.format,
+                    predictor=args.predictor, address=args.address, num_cpus=args.num_cpus,
+                    verify=args.verify)
+    events.run_id = run_id
+    with _store(args) as store_cfg:
+        progress = Progress(len(members))
+        events._before_write = progress.clear
+        return run_cohort(cfg, store_cfg, events, progress)
+
+
+def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
+    run_id = validate_run_id(args.run_id)
+    events.run_id = run_id
+    explicit = parse_members(args.members) if args.members else None
+    with _store(args) as store_cfg:
+        store = S3Store(store_cfg)
+        store.check()
+        manifest = read_manifest(store, RunLayout(store_cfg.prefix, run_id))
+        if explicit:
+            members = explicit
+        elif manifest:
+            members = list(manifest.members)
+        elif args.expected:
+            members = member_names(args.expected)
+        else:
+            raise InputError(f"run {run_id!r} has no manifest in {store_cfg.url}; expected "
+                             "--expected N or --members a,b,c")
+        codec = args.format or (manifest.codec if manifest else DEFAULT_CODEC)
+        if manifest and args.format and args.format != manifest.codec:
+            raise InputError(f"--format {args.format} differs from the run's format "
+                             f"{manifest.codec}; expected {manifest.codec}")
+        return gate_existing(store_cfg, run_id=run_id, members=members, codec=codec,
+                             expected=args.expected, events=events, verify=args.verify)
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    """Entry point; returns the exit code (``s43-ray`` calls ``sys.exit`` on it)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    logging.basicConfig(level=logging.WARNING, stream=err,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    events = EventLog(err)
+    try:
+        summary = {"run": _cmd_run, "gate": _cmd_gate}[args.command](args, events)
+    except S43Error as exc:
+        return _fail(args, out, err, exc.exit_code, exc.error_class, str(exc))
+    except KeyboardInterrupt:
+        return _fail(args, out, err, EXIT_INTERRUPTED, "interrupted", "interrupted")
+    if args.json:
+        print(summary.human(), file=err)
+        print(summary.to_json(), file=out)
+    else:
+        print(summary.human(), file=out)
+    out.flush()
+    return summary.exit_code
+
+
+def _fail(args: argparse.Namespace, out: TextIO, err: TextIO, code: int, error_class: str,
+          message: str) -> int:
+    line = message.splitlines()[0] if message else error_class
+    print(f"s43-ray: error: {line}", file=err)
+    if args.json:
+        print(json.dumps({"status": "error", "exit_code": code, "error_class": error_class,
+                          "message": line, "command": args.command}), file=out)
+    return code
+
+
+def entrypoint() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Typed, frozen, picklable configuration. Only :func:`env_defaults` reads ``os.environ``.
+
+Ray ships these objects to tasks, so they hold no clients and no open resources. Credentials
+normally come from the standard AWS chain inside each worker (env vars from a Kubernetes Secret,
+a profile, instance metadata); the only credentials a config carries are the ones the embedded
+local server generates, wrapped in :class:`Secret` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from .errors import InputError, InvalidStoreUrl
+from .keys import DEFAULT_PREFIX
+
+AddressingStyle = Literal["path", "virtual", "auto"]
+# "crc64nvme": send our CRC64NVME as S3's own checksum header, so the server verifies the upload
+# and keeps the checksum (HEAD returns it). "off": send no checksum headers at all, for
+# S3-compatible stores that reject the CRC headers boto3 >= 1.36 adds by default.
+S3Checksum = Literal["crc64nvme", "off"]
+ADDRESSING_STYLES: tuple[AddressingStyle, ...] = ("path", "virtual", "auto")
+S3_CHECKSUMS: tuple[S3Checksum, ...] = ("crc64nvme", "off")
+
+# Environment variables read by env_defaults() (and nowhere else).
+ENV_STORE = "S43_STORE"
+ENV_ENDPOINT = "AWS_ENDPOINT_URL_S3"
+ENV_ENDPOINT_GENERIC = "AWS_ENDPOINT_URL"
+ENV_REGION = "AWS_REGION"
+ENV_REGION_DEFAULT = "AWS_DEFAULT_REGION"
+ENV_ADDRESS = "RAY_ADDRESS"
+ENV_ADDRESSING = "S43_S3_ADDRESSING_STYLE"
+ENV_S3_CHECKSUM = "S43_S3_CHECKSUM"
+ENV_MAX_ATTEMPTS = "S43_S3_MAX_ATTEMPTS"
+ENV_LOCAL_DIR = "S43_LOCAL_S3_DIR"
+
+
+@dataclass(frozen=True, repr=False)
+class Secret:
+    """A credential value that never appears in repr, str, logs or events."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where and how to reach the S3 store."""
+
+    bucket: str
+    prefix: str = DEFAULT_PREFIX  # key prefix under the bucket, no leading/trailing '/'
+    endpoint_url: str | None = None  # None: AWS; Scaleway is https://s3.fr-par.scw.cloud
+    region: str | None = None  # None: the SDK's own default chain, else us-east-1
+    addressing_style: AddressingStyle = "path"  # path works on every S3-compatible store
+    s3_checksum: S3Checksum = "crc64nvme"  # see S3Checksum above
+    connect_timeout: float = 5.0  # seconds; a dead host fails fast instead of hanging
+    read_timeout: float = 60.0  # seconds; long enough for a 256 MiB body on a slow link
+    max_attempts: int = 5  # botocore "standard" retry mode: attempts including the first
+    max_pool_connections: int = 32  # gate verification runs this many GETs at once
+    access_key_id: Secret | None = None  # only set for the embedded server; else the AWS chain
+    secret_access_key: Secret | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """``s3://BUCKET[/PREFIX]`` -> (bucket, prefix). The default prefix applies when none is given."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidStoreUrl(f"store {url!r} is not a store URL; expected s3://BUCKET/PREFIX")
+    bucket = parts.netloc
+    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket) \
+            or bucket != bucket.lower() or not bucket[0].isalnum() or not bucket[-1].isalnum():
+        raise InvalidStoreUrl(f"store {url!r} has bucket {bucket!r}; expected 3-63 lower-case "
+                              "letters, digits, '-' or '.'")
+    prefix = parts.path.strip("/")
+    if "//" in prefix or any(seg in {".", ".."} for seg in prefix.split("/") if prefix):
+        raise InvalidStoreUrl(f"store {url!r} has prefix {prefix!r}; expected plain "
+                              "'/'-separated names")
+    return bucket, prefix or DEFAULT_PREFIX
+
+
+def validate_endpoint(url: str) -> str:
+    """An endpoint must be an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise InputError(f"endpoint URL {url!r} is not valid; expected http(s)://HOST[:PORT]")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InputError(f"endpoint URL {url!r} has a bad port; expected 1-65535") from exc
+    return url
+
+
+@dataclass(frozen=True)
+class EnvDefaults:
+    """Defaults for CLI flags, taken from the environment."""
+
+    store: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    address: str | None = None
+    addressing_style: str = "path"
+    s3_checksum: str = "crc64nvme"
+    max_attempts: str = "5"
+    local_dir: str | None = None
+
+
+def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
+    """Read the environment once, at the CLI boundary."""
+    env = os.environ if environ is None else environ
+    return EnvDefaults(
+        store=env.get(ENV_STORE) or None,
+        endpoint_url=env.get(ENV_ENDPOINT) or env.get(ENV_ENDPOINT_GENERIC) or None,
+        region=env.get(ENV_REGION) or env.get(ENV_REGION_DEFAULT) or None,
+        address=env.get(ENV_ADDRESS) or None,
+        addressing_style=env.get(ENV_ADDRESSING) or "path",
+        s3_checksum=env.get(ENV_S3_CHECKSUM) or "crc64nvme",
+        max_attempts=env.get(ENV_MAX_ATTEMPTS) or "5",
+        local_dir=env.get(ENV_LOCAL_DIR) or None,
+    )

@@ -1,0 +1,227 @@
+"""The driver: fan out one persist task per member, gather references only, gate, persist verdict.
+
+It never receives arrays: a task returns a :class:`~s43_ray.task.PredictionRef` of a few hundred
+bytes, so the driver's memory does not grow with the payload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+from . import events as ev
+from .codec import Codec
+from .config import StoreConfig
+from .errors import ClusterError, S43Error
+from .gate import Expectation, Verdict, VerifyMode, gate_task, run_gate
+from .keys import RunLayout
+from .manifest import RunManifest, claim_run
+from .progress import Progress
+from .store import S3Store, Store
+from .summary import Summary, latency_stats
+from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec, persist_task
+
+log = logging.getLogger("s43_ray.driver")
+
+# A local cluster's object store only ever holds references; Ray's minimum is 75 MiB.
+LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
+# Collect finished tasks in batches of this size so a 100,000-member run is not O(n^2) waits.
+WAIT_BATCH = 256
+# How often the progress bar moves when no task finishes.
+WAIT_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One cohort run (everything but the store)."""
+
+    run_id: str
+    members: tuple[str, ...]
+    rows: int = 10_000  # predictions per member: ~200 KiB a member with the default predictor
+    codec: Codec = "arrow"  # see the README's benchmark section for why
+    predictor: str = "s43_ray.predict:default_predictor"
+    address: str | None = None  # None: start a local Ray cluster
+    num_cpus: int | None = None  # local cluster only; None: every core
+    verify: VerifyMode = "full"  # full: GET + checksum + decode; head: store checksums only
+    gate_concurrency: int = 16
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    gate_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to ``address`` or start a local cluster; disconnect (and stop it) afterwards.
+    A session the caller already opened is reused and left open."""
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                      include_dashboard=False)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local cluster"
+        raise ClusterError(f"Ray at {where} could not be reached or started: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                           ) from exc
+    try:
+        yield
+    finally:
+        ray.shutdown()  # drains forwarded worker logs before the summary is printed
+
+
+def _ray_failure(spec: TaskSpec, member: str, key: str, exc: RayError) -> PersistFailure:
+    cause = exc.cause if isinstance(exc, RayTaskError) else None
+    if isinstance(cause, S43Error):
+        return PersistFailure(spec.run_id, member, key, cause.error_class, str(cause))
+    name = type(exc).__name__
+    klass = {"WorkerCrashedError": "worker_died", "NodeDiedError": "node_died",
+             "TaskUnschedulableError": "unschedulable", "OutOfMemoryError": "oom",
+             "TaskCancelledError": "cancelled"}.get(name, "task_error")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    return PersistFailure(spec.run_id, member, key, klass, f"{name}: {first}"[:500])
+
+
+def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
+            progress: Progress, task_options: Mapping[str, Any]) -> dict[str, PersistOutcome]:
+    """Submit one persist task per member and gather their references as they finish."""
+    layout = RunLayout(spec.store.prefix, spec.run_id)
+    pending = {persist_task.options(**task_options).remote(spec, m): m for m in members}
+    outcomes: dict[str, PersistOutcome] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=min(len(pending), WAIT_BATCH),
+                           timeout=WAIT_TIMEOUT_S)
+        for obj in done:
+            member = pending.pop(obj)
+            try:
+                outcome: PersistOutcome = ray.get(obj)
+            except RayError as exc:
+                outcome = _ray_failure(spec, member, layout.member_key(member, spec.codec), exc)
+            outcomes[member] = outcome
+            if isinstance(outcome, PredictionRef):
+                events.emit(ev.PRED_PERSISTED, member=member, key=outcome.key,
+                            bytes=outcome.bytes, write_seconds=round(outcome.write_seconds, 6),
+                            node_id=outcome.node_id, s3_retries=outcome.s3_retries)
+            else:
+                events.emit(ev.PRED_PERSIST_FAILED, "error", member=member, key=outcome.key,
+                            error_class=outcome.error_class, attempts=outcome.attempts,
+                            node_id=outcome.node_id, endpoint=spec.store.endpoint_url,
+                            message=outcome.message)
+            progress.advance(failed=not isinstance(outcome, PredictionRef))
+    progress.close()
+    return outcomes
+
+
+def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) -> None:
+    """The gate's events: one load failure per invalid member, acquisition, then the outcome."""
+    for check in verdict.checks:
+        if check.status == "invalid":
+            events.emit(ev.PRED_LOAD_FAILED, "error", member=check.member, key=check.key,
+                        error_class=check.error_class, message=check.detail, endpoint=endpoint)
+    events.emit(ev.ACQUIRE_OUTCOME, "info" if verdict.cohort_count == verdict.expected
+                else "warning", keys=verdict.listed_keys, acquired=verdict.cohort_count,
+                expected=verdict.expected, unexpected=len(verdict.unexpected),
+                outcome="complete" if verdict.cohort_count == verdict.expected else "partial",
+                store=verdict.store)
+    events.emit(ev.GATE_OUTCOME, "info" if verdict.passed else "error",
+                status=verdict.status, cohort_count=verdict.cohort_count,
+                expected=verdict.expected, shortfall=verdict.shortfall,
+                missing=verdict.missing[:ev.MAX_LISTED], invalid=sorted(verdict.invalid)[
+                    :ev.MAX_LISTED], unexpected=len(verdict.unexpected),
+                error_class="" if verdict.passed else "cohort_incomplete",
+                gate_node=verdict.node_id, gate_seconds=round(verdict.gate_seconds, 3))
+
+
+def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
+                    events: ev.EventLog) -> bool:
+    """Write ``_gate.json`` next to the data; an error event (never an exception) if it fails."""
+    try:
+        store.put(layout.gate_key, verdict.to_json(), metadata={"s43-kind": "gate",
+                                                                "s43-status": verdict.status},
+                  content_type="application/json")
+    except S43Error as exc:
+        events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
+                    error_class=exc.error_class, message=str(exc), status=verdict.status)
+        return False
+    events.emit(ev.GATE_PERSISTED, key=layout.gate_key, status=verdict.status)
+    return True
+
+
+def summarize(verdict: Verdict, *, command: str, store_cfg: StoreConfig, gate_key: str,
+              gate_persisted: bool, wall: float,
+              outcomes: Mapping[str, PersistOutcome] | None = None) -> Summary:
+    refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
+    failures = {o.member: f"{o.error_class}: {o.message}" for o in (outcomes or {}).values()
+                if isinstance(o, PersistFailure)}
+    ok = [c for c in verdict.checks if c.status == "ok"]
+    return Summary(
+        run_id=verdict.run_id, status=verdict.status, expected=verdict.expected,
+        cohort_count=verdict.cohort_count, missing=verdict.missing, invalid=verdict.invalid,
+        unexpected=verdict.unexpected, persist_failed=failures, command=command,
+        codec=verdict.codec, store=store_cfg.url, endpoint=store_cfg.endpoint_url,
+        bytes_written=sum(r.bytes for r in refs), bytes_read=sum(c.bytes for c in ok),
+        write_latency_s=latency_stats([r.write_seconds for r in refs]),
+        read_latency_s=latency_stats([c.read_seconds for c in ok]) if verdict.verify == "full"
+        else latency_stats([]),
+        wall_seconds=round(wall, 3), writer_nodes=len({r.node_id for r in refs}),
+        gate_node=verdict.node_id, gate_key=gate_key, gate_persisted=gate_persisted,
+        s3_retries=sum(r.s3_retries for r in refs))
+
+
+def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
+               progress: Progress | None = None) -> Summary:
+    """The main job: persist every member through S3, then gate the cohort from the store."""
+    t0 = time.perf_counter()
+    store = S3Store(store_cfg)
+    store.check()  # exit 3 before anything is written if the store is unreachable or refuses
+    layout = RunLayout(store_cfg.prefix, cfg.run_id)
+    manifest = claim_run(store, layout, RunManifest.new(cfg.run_id, cfg.members, cfg.codec,
+                                                        cfg.rows, cfg.predictor))
+    events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
+                store=store_cfg.url, endpoint=store_cfg.endpoint_url,
+                predictor=cfg.predictor, created_at=manifest.created_at)
+    spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor)
+    progress = progress or Progress(len(cfg.members), enabled=False)
+    with ray_session(cfg.address, cfg.num_cpus):
+        outcomes = fan_out(spec, cfg.members, events, progress, cfg.task_options)
+        refs = {m: Expectation(o.checksum, o.bytes) for m, o in outcomes.items()
+                if isinstance(o, PredictionRef)}
+        try:
+            verdict: Verdict = ray.get(gate_task.options(**cfg.gate_options).remote(
+                store_cfg, cfg.run_id, list(cfg.members), cfg.codec, None, refs, cfg.verify,
+                cfg.gate_concurrency))
+        except RayTaskError as exc:
+            if isinstance(exc.cause, S43Error):
+                raise exc.cause from None
+            raise
+    report_verdict(verdict, events, store_cfg.endpoint_url)
+    persisted = persist_verdict(store, layout, verdict, events)
+    return summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
+                     gate_persisted=persisted, wall=time.perf_counter() - t0, outcomes=outcomes)
+
+
+def gate_existing(store_cfg: StoreConfig, *, run_id: str, members: Sequence[str], codec: Codec,
+                  expected: int | None, events: ev.EventLog, verify: VerifyMode = "full",
+                  concurrency: int = 16) -> Summary:
+    """Re-check a run from the store alone (no Ray tasks of the original run, no references)."""
+    t0 = time.perf_counter()
+    store = S3Store(store_cfg)
+    layout = RunLayout(store_cfg.prefix, run_id)
+    verdict = run_gate(store, run_id=run_id, prefix=store_cfg.prefix, members=members,
+                       codec=codec, expected=expected, mode=verify, concurrency=concurrency,
+                       node_id="driver")
+    report_verdict(verdict, events, store_cfg.endpoint_url)
+    persisted = persist_verdict(store, layout, verdict, events)
+    return summarize(verdict, command="gate", store_cfg=store_cfg, gate_key=layout.gate_key,
+                     gate_persisted=persisted, wall=time.perf_counter() - t0)

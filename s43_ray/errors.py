@@ -1,0 +1,153 @@
+"""The project's own error tree. botocore's exceptions stop in ``store.py``.
+
+::
+
+    S43Error                       base; carries ``exit_code`` and ``error_class``
+    ├── InputError                 bad input or usage (exit 2), raised before anything is written
+    │   ├── InvalidRunId           a run id that is empty, too long, or has a forbidden character
+    │   ├── InvalidMember          a member name that cannot be a key segment
+    │   ├── InvalidStoreUrl        a ``--store`` value that is not ``s3://BUCKET[/PREFIX]``
+    │   ├── InvalidPredictor       a ``--predictor`` that is not an importable ``module:function``
+    │   └── UnsafeArray            an array the codecs refuse to write (object dtype, bad name)
+    ├── StoreError                 the store could not serve a request (exit 3)
+    │   ├── StoreUnreachable       connection refused, DNS failure, timeout after retries
+    │   ├── AccessDenied           credentials missing, wrong, or not allowed this action
+    │   ├── NoSuchBucket           the bucket does not exist
+    │   ├── Throttled              the store kept answering "slow down" past the retry budget
+    │   └── ObjectNotFound         a key that is not in the store (a load failure when loading)
+    ├── LoadError                  an object is present but fails verification (a member is invalid)
+    │   ├── ChecksumMismatch       payload bytes differ from the recorded checksum
+    │   ├── TruncatedObject        fewer bytes than recorded, or an empty object
+    │   ├── CodecMismatch          written in another codec, or not an s43 object at all
+    │   └── UnsafePayload          an object array or pickle inside; never unpickled
+    ├── GateFailed                 the cohort is incomplete or invalid (exit 1)
+    └── ClusterError               Ray could not be started or reached (exit 3)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+EXIT_PASSED = 0
+EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130  # the shell convention for SIGINT
+
+
+class S43Error(Exception):
+    """Base of every error s43_ray raises on purpose."""
+
+    exit_code: ClassVar[int] = EXIT_BAD_INPUT
+    error_class: ClassVar[str] = "error"
+
+
+class InputError(S43Error):
+    """Bad input or usage; nothing has been written."""
+
+    exit_code = EXIT_BAD_INPUT
+    error_class = "bad_input"
+
+
+class InvalidRunId(InputError):
+    """A run id that cannot be a key segment."""
+
+
+class InvalidMember(InputError):
+    """A member name that cannot be a key segment."""
+
+
+class InvalidStoreUrl(InputError):
+    """A store URL that is not ``s3://BUCKET[/PREFIX]``."""
+
+
+class InvalidPredictor(InputError):
+    """A predictor that is not an importable ``module:function``."""
+
+
+class UnsafeArray(InputError):
+    """An array the codecs refuse to write."""
+
+    error_class = "unsafe_payload"
+
+
+class StoreError(S43Error):
+    """The store could not serve a request."""
+
+    exit_code = EXIT_UNREACHABLE
+    error_class = "store"
+
+
+class StoreUnreachable(StoreError):
+    """Connection refused, name not resolved, or timed out after retries."""
+
+    error_class = "unreachable"
+
+
+class AccessDenied(StoreError):
+    """Credentials missing, wrong, or not allowed the action."""
+
+    error_class = "auth"
+
+
+class NoSuchBucket(StoreError):
+    """The bucket does not exist."""
+
+    error_class = "no_such_bucket"
+
+
+class Throttled(StoreError):
+    """The store kept throttling past the retry budget."""
+
+    error_class = "throttled"
+
+
+class ObjectNotFound(StoreError):
+    """The key is not in the store."""
+
+    error_class = "not_found"
+
+
+class LoadError(S43Error):
+    """An object is present but fails verification."""
+
+    exit_code = EXIT_GATE_FAILED
+    error_class = "invalid"
+
+
+class ChecksumMismatch(LoadError):
+    """The payload's checksum differs from the recorded one."""
+
+    error_class = "checksum"
+
+
+class TruncatedObject(LoadError):
+    """The object is shorter than recorded, or empty."""
+
+    error_class = "truncated"
+
+
+class CodecMismatch(LoadError):
+    """The object is in another codec, or not an s43 object."""
+
+    error_class = "codec"
+
+
+class UnsafePayload(LoadError):
+    """The object holds a pickle or object array; it was not unpickled."""
+
+    error_class = "unsafe_payload"
+
+
+class GateFailed(S43Error):
+    """The cohort is incomplete or invalid."""
+
+    exit_code = EXIT_GATE_FAILED
+    error_class = "gate_failed"
+
+
+class ClusterError(S43Error):
+    """Ray could not be started or reached."""
+
+    exit_code = EXIT_UNREACHABLE
+    error_class = "cluster"

