@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
-from .codec import CODECS
+from .codec import CODECS, Codec
 from .config import (
     ADDRESSING_STYLES,
     S3_CHECKSUMS,
@@ -34,7 +34,7 @@ from .errors import (
     InputError,
     S43Error,
 )
-from .events import EventLog
+from .events import EventLog, Severity
 from .keys import (
     MAX_COHORT_SIZE,
     RunLayout,
@@ -54,7 +54,7 @@ from .summary import Summary
 MAX_ROWS = 50_000_000
 DEFAULT_COHORT_SIZE = 8
 DEFAULT_ROWS = 10_000
-DEFAULT_CODEC = "arrow"
+DEFAULT_CODEC: Codec = "arrow"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +96,9 @@ def _store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
                         "~/.cache/s43_ray/seaweedfs)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON summary as the last line of stdout")
+    p.add_argument("--events", choices=("debug", "info", "warning", "error"), default=None,
+                   help="lowest event severity written to stderr (default: info, or warning "
+                        "when stderr is a terminal)")
 
 
 def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
@@ -164,7 +167,7 @@ def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
     events.run_id = run_id
     with _store(args) as store_cfg:
         progress = Progress(len(members))
-        events._before_write = progress.clear
+        events.before_write = progress.clear
         return run_cohort(cfg, store_cfg, events, progress)
 
 
@@ -185,7 +188,7 @@ def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
         else:
             raise InputError(f"run {run_id!r} has no manifest in {store_cfg.url}; expected "
                              "--expected N or --members a,b,c")
-        codec = args.format or (manifest.codec if manifest else DEFAULT_CODEC)
+        codec: Codec = args.format or (manifest.codec if manifest else DEFAULT_CODEC)
         if manifest and args.format and args.format != manifest.codec:
             raise InputError(f"--format {args.format} differs from the run's format "
                              f"{manifest.codec}; expected {manifest.codec}")
@@ -201,7 +204,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     logging.basicConfig(level=logging.WARNING, stream=err,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    events = EventLog(err)
+    level: Severity = args.events or ("warning" if err.isatty() else "info")
+    events = EventLog(err, min_severity=level)
     try:
         summary = {"run": _cmd_run, "gate": _cmd_gate}[args.command](args, events)
     except S43Error as exc:

@@ -263,4 +263,5 @@ def _decode_field(field: pa.Field, column: pa.Array) -> np.ndarray:
                             f"expected {count} x {storage} for shape {shape} {dtype}")
     native = flat.view(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
     arr = native.reshape(shape)
-    return arr.astype(dtype) if dtype.byteorder == ">" else arr
+    out: np.ndarray = arr.astype(dtype) if dtype.byteorder == ">" else arr
+    return out

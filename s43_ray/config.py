@@ -73,7 +73,7 @@ class StoreConfig:
 
 
 def parse_store_url(url: str) -> tuple[str, str]:
-    """``s3://BUCKET[/PREFIX]`` -> (bucket, prefix). The default prefix applies when none is given."""
+    """``s3://BUCKET[/PREFIX]`` -> (bucket, prefix); the default prefix when none is given."""
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
         raise InvalidStoreUrl(f"store {url!r} is not a store URL; expected s3://BUCKET/PREFIX")

@@ -130,8 +130,9 @@ def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) 
             events.emit(ev.PRED_LOAD_FAILED, "error", member=check.member, key=check.key,
                         error_class=check.error_class, message=check.detail, endpoint=endpoint)
     events.emit(ev.ACQUIRE_OUTCOME, "info" if verdict.cohort_count == verdict.expected
-                else "warning", keys=verdict.listed_keys, acquired=verdict.cohort_count,
-                expected=verdict.expected, unexpected=len(verdict.unexpected),
+                else "warning", keys=verdict.cohort_count, expected=verdict.expected,
+                listed=verdict.listed_keys, missing=len(verdict.missing),
+                invalid=len(verdict.invalid), unexpected=len(verdict.unexpected),
                 outcome="complete" if verdict.cohort_count == verdict.expected else "partial",
                 store=verdict.store)
     events.emit(ev.GATE_OUTCOME, "info" if verdict.passed else "error",

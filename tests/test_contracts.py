@@ -1,0 +1,106 @@
+"""Pins what users and operators depend on: a change to any of these must be deliberate.
+
+CLI flags, event names, exit codes, key layout and the summary's fields are contracts (see
+DESIGN.md). If one of these tests fails, you changed a contract: update the README and the
+alert rules with it, or put it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import s43_ray
+from s43_ray import errors, events
+from s43_ray.cli import build_parser
+from s43_ray.config import EnvDefaults
+from s43_ray.keys import RunLayout, member_names
+from s43_ray.summary import Summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flags(command: str) -> set[str]:
+    parser = build_parser(EnvDefaults())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {opt for action in sub.choices[command]._actions for opt in action.option_strings}
+
+
+STORE_FLAGS = {"--store", "--endpoint-url", "--region", "--addressing-style", "--s3-checksum",
+               "--max-attempts", "--local-dir", "--json", "--events", "-h", "--help"}
+
+
+def test_run_flags_are_pinned() -> None:
+    assert _flags("run") == STORE_FLAGS | {
+        "--run-id", "--cohort-size", "--members", "--rows", "--format", "--predictor",
+        "--address", "--num-cpus", "--verify"}
+
+
+def test_gate_flags_are_pinned() -> None:
+    assert _flags("gate") == STORE_FLAGS | {"--run-id", "--expected", "--members", "--format",
+                                            "--verify"}
+
+
+def test_event_names_are_pinned() -> None:
+    assert events.EVENT_NAMES == (
+        "s43_run_started", "s43_pred_persisted", "s43_pred_persist_failed",
+        "s43_pred_load_failed", "s43_acquire_outcome", "s43_gate_outcome",
+        "s43_gate_persisted", "s43_gate_persist_failed")
+
+
+def test_exit_codes_are_pinned() -> None:
+    assert (errors.EXIT_PASSED, errors.EXIT_GATE_FAILED, errors.EXIT_BAD_INPUT,
+            errors.EXIT_UNREACHABLE) == (0, 1, 2, 3)
+    assert errors.InputError.exit_code == 2
+    assert errors.StoreError.exit_code == 3
+    assert errors.ClusterError.exit_code == 3
+    assert errors.GateFailed.exit_code == 1
+
+
+def test_error_classes_are_pinned() -> None:
+    assert {c.error_class for c in (errors.ChecksumMismatch, errors.TruncatedObject,
+                                    errors.CodecMismatch, errors.UnsafePayload,
+                                    errors.ObjectNotFound, errors.AccessDenied,
+                                    errors.Throttled, errors.StoreUnreachable)} == {
+        "checksum", "truncated", "codec", "unsafe_payload", "not_found", "auth", "throttled",
+        "unreachable"}
+
+
+def test_key_layout_is_pinned() -> None:
+    layout = RunLayout("s43-predictions", "manual__2026-11-28T10:00:00+00:00")
+    assert layout.member_key("m00007", "npz") == \
+        "s43-predictions/manual__2026-11-28T10:00:00+00:00/m00007.npz"
+    assert layout.member_key("m00007", "arrow") == \
+        "s43-predictions/manual__2026-11-28T10:00:00+00:00/m00007.arrow"
+    assert layout.gate_key == "s43-predictions/manual__2026-11-28T10:00:00+00:00/_gate.json"
+    assert layout.manifest_key == "s43-predictions/manual__2026-11-28T10:00:00+00:00/_run.json"
+    assert member_names(2) == ["m00000", "m00001"]
+
+
+def test_summary_fields_are_pinned() -> None:
+    s = Summary(run_id="r", status="passed", expected=1, cohort_count=1, missing=[], invalid={},
+                unexpected=[])
+    assert {"run_id", "expected", "cohort_count", "status", "shortfall", "missing", "invalid",
+            "unexpected", "persist_failed", "write_latency_s", "read_latency_s",
+            "bytes_written", "bytes_read", "wall_seconds", "gate_key", "gate_persisted",
+            "writer_nodes", "gate_node", "s3_retries", "codec", "store", "endpoint",
+            "command", "version"} == set(s.to_dict())
+
+
+def test_public_api_is_pinned() -> None:
+    assert s43_ray.__all__ == ["__version__"]
+    assert s43_ray.__version__
+
+
+@pytest.mark.parametrize("tool", [["ruff", "check", "s43_ray", "tests", "benchmarks"],
+                                  ["mypy"]], ids=["ruff", "mypy"])
+def test_code_is_lint_and_type_clean(tool: list[str]) -> None:
+    exe = Path(sys.executable).parent / tool[0]
+    args = [a for a in tool[1:] if (ROOT / a).exists() or a.startswith("-") or a == "check"]
+    proc = subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
