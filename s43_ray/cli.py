@@ -12,7 +12,9 @@ import argparse
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -204,6 +206,16 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     logging.basicConfig(level=logging.WARNING, stream=err,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if on_main else None
+    try:
+        return _main(args, out, err)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     level: Severity = args.events or ("warning" if err.isatty() else "info")
     events = EventLog(err, min_severity=level)
     try:
@@ -219,6 +231,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         print(summary.human(), file=out)
     out.flush()
     return summary.exit_code
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _fail(args: argparse.Namespace, out: TextIO, err: TextIO, code: int, error_class: str,

@@ -67,7 +67,7 @@ class PersistFailure:
     error_class: str
     message: str
     node_id: str = ""
-    attempts: int = 1
+    attempts: int = 1  # S3 attempts made for the PUT (1 + botocore retries)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -81,8 +81,7 @@ def _node_id() -> str:
         return "local"
 
 
-def persist_member(store: Store, spec: TaskSpec, member: str, *,
-                   max_attempts: int = 1) -> PersistOutcome:
+def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
     """Predict one member, encode it, write it under its deterministic key, return a reference."""
     layout = RunLayout(spec.store.prefix, spec.run_id)
     key = layout.member_key(member, spec.codec)
@@ -98,8 +97,7 @@ def persist_member(store: Store, spec: TaskSpec, member: str, *,
                   s3_checksum=encoded.s3_checksum)
         t3 = time.perf_counter()
     except S43Error as exc:
-        return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node,
-                              attempts=max_attempts)
+        return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node)
     except Exception as exc:
         return PersistFailure(spec.run_id, member, key, "predictor",
                               f"predictor {spec.predictor} failed for member {member!r}: "
@@ -115,7 +113,8 @@ def persist_task(spec: TaskSpec, member: str) -> PersistOutcome:
     """Ray form of :func:`persist_member`: one client per worker process, reused."""
     store = S3Store(spec.store)
     before = store.retries
-    outcome = persist_member(store, spec, member, max_attempts=spec.store.max_attempts)
+    outcome = persist_member(store, spec, member)
+    retried = store.retries - before
     if isinstance(outcome, PredictionRef):
-        return replace(outcome, s3_retries=store.retries - before)
-    return outcome
+        return replace(outcome, s3_retries=retried)
+    return replace(outcome, attempts=1 + retried)
