@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,8 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
     else:
         kwargs.update(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                       include_dashboard=False)
+    on_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -75,6 +79,10 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         raise ClusterError(f"Ray at {where} could not be reached or started: "
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                            ) from exc
+    if on_main and sigterm is not None:
+        # Ray's core worker installs a crash handler that aborts on SIGTERM; put the caller's
+        # handler back so that SIGTERM cleans up (embedded server, local cluster) like Ctrl-C.
+        signal.signal(signal.SIGTERM, sigterm)
     try:
         yield
     finally:
@@ -99,6 +107,7 @@ def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
     layout = RunLayout(spec.store.prefix, spec.run_id)
     pending = {persist_task.options(**task_options).remote(spec, m): m for m in members}
     outcomes: dict[str, PersistOutcome] = {}
+    progress.start()
     while pending:
         done, _ = ray.wait(list(pending), num_returns=min(len(pending), WAIT_BATCH),
                            timeout=WAIT_TIMEOUT_S)
@@ -198,6 +207,7 @@ def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
         outcomes = fan_out(spec, cfg.members, events, progress, cfg.task_options)
         refs = {m: Expectation(o.checksum, o.bytes) for m, o in outcomes.items()
                 if isinstance(o, PredictionRef)}
+        progress.status(f"gate: listing and verifying {len(cfg.members)} members ...")
         try:
             verdict: Verdict = ray.get(gate_task.options(**cfg.gate_options).remote(
                 store_cfg, cfg.run_id, list(cfg.members), cfg.codec, None, refs, cfg.verify,
@@ -206,6 +216,7 @@ def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
             if isinstance(exc.cause, S43Error):
                 raise exc.cause from None
             raise
+    progress.clear()
     report_verdict(verdict, events, store_cfg.endpoint_url)
     persisted = persist_verdict(store, layout, verdict, events)
     return summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,

@@ -182,6 +182,7 @@ class LocalS3:
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
                                      cwd=self.data_dir)
         self.endpoint_url = f"http://127.0.0.1:{ports[_PORT_FLAGS.index('s3.port')]}"
+        (self.data_dir / "weed.pid").write_text(f"{self.proc.pid}\n")
         self._wait_ready()
         self._ensure_bucket()
 
@@ -225,6 +226,8 @@ class LocalS3:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "weed.pid").unlink()
         if self._log:
             self._log.close()
             self._log = None

@@ -26,6 +26,21 @@ class Progress:
         self._drawn = False
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Draw the empty bar as soon as work is submitted."""
+        with self._lock:
+            self._t0 = time.monotonic()
+            if self.enabled:
+                self._draw(self._t0)
+
+    def status(self, text: str) -> None:
+        """A one-line phase note on the terminal (e.g. while the gate verifies)."""
+        if self.enabled:
+            with self._lock:
+                self.stream.write(f"\r\033[K{text}")
+                self.stream.flush()
+                self._drawn = True
+
     def advance(self, *, failed: bool = False) -> None:
         with self._lock:
             self.done += 1

@@ -1,0 +1,119 @@
+"""manifest: ``_run.json`` round trips and refuses to mix two cohorts under one run id."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from s43_ray.errors import CodecMismatch, InputError
+from s43_ray.keys import RunLayout, member_names
+from s43_ray.manifest import RunManifest, claim_run, read_manifest
+from s43_ray.store import MemoryStore
+
+RUN = "manual__2026-11-28T10:00:00+00:00"
+LAYOUT = RunLayout("p", RUN)
+PREDICTOR = "s43_ray.predict:default_predictor"
+
+
+def _manifest(members: int = 3, codec: str = "npz", rows: int = 100,
+              predictor: str = PREDICTOR) -> RunManifest:
+    return RunManifest.new(RUN, tuple(member_names(members)), codec,  # type: ignore[arg-type]
+                           rows, predictor)
+
+
+def test_manifest_json_round_trip_is_equal() -> None:
+    manifest = _manifest()
+
+    restored = RunManifest.from_json(manifest.to_json())
+
+    assert restored == manifest
+    assert restored.members == ("m00000", "m00001", "m00002")
+    assert restored.created_at.endswith("Z")
+
+
+def test_manifest_json_is_readable_json_with_a_member_list() -> None:
+    record = json.loads(_manifest().to_json())
+
+    assert record["members"] == ["m00000", "m00001", "m00002"]
+    assert record["codec"] == "npz"
+    assert record["manifest_version"] == 1
+
+
+def test_differences_is_empty_for_the_same_cohort_created_later() -> None:
+    assert _manifest().differences(_manifest()) == []
+
+
+def test_differences_names_members_codec_rows_and_predictor() -> None:
+    old = _manifest(members=3)
+    new = _manifest(members=4, codec="arrow", rows=10, predictor="mymodel:predict")
+
+    diff = old.differences(new)
+
+    assert len(diff) == 4
+    assert diff[0].startswith("members (3 -> 4;")
+    assert "added ['m00003']" in diff[0]
+    assert "codec ('npz' -> 'arrow')" in diff
+    assert "rows (100 -> 10)" in diff
+    assert "predictor ('s43_ray.predict:default_predictor' -> 'mymodel:predict')" in diff
+
+
+def test_claim_run_writes_the_manifest_once() -> None:
+    store = MemoryStore()
+    manifest = _manifest()
+
+    claimed = claim_run(store, LAYOUT, manifest)
+
+    assert claimed == manifest
+    assert read_manifest(store, LAYOUT) == manifest
+    assert list(store.objects) == [LAYOUT.manifest_key]
+
+
+def test_claim_run_accepts_the_same_cohort_again_and_keeps_the_first() -> None:
+    store = MemoryStore()
+    first = _manifest()
+    claim_run(store, LAYOUT, first)
+    body_before = store.objects[LAYOUT.manifest_key][0]
+
+    again = claim_run(store, LAYOUT, _manifest())
+
+    assert again == first
+    assert store.objects[LAYOUT.manifest_key][0] == body_before
+
+
+def test_claim_run_refuses_a_different_cohort_naming_what_differs() -> None:
+    store = MemoryStore()
+    claim_run(store, LAYOUT, _manifest(members=3))
+
+    with pytest.raises(InputError) as info:
+        claim_run(store, LAYOUT, _manifest(members=3, codec="arrow"))
+
+    message = str(info.value)
+    assert repr(RUN) in message
+    assert "codec ('npz' -> 'arrow')" in message
+    assert "expected the same cohort or a new --run-id" in message
+    assert info.value.exit_code == 2
+    assert read_manifest(store, LAYOUT) == _manifest(members=3)
+
+
+def test_read_manifest_of_a_new_run_is_none() -> None:
+    assert read_manifest(MemoryStore(), LAYOUT) is None
+
+
+@pytest.mark.parametrize("body", [
+    b"",
+    b"not json",
+    b"\xff\xfe",
+    b"[]",
+    b"null",
+    b'"text"',
+    b"{}",
+    b'{"run_id": "r", "members": ["m1"], "codec": "parquet", "rows": 1, "predictor": "m:f"}',
+    b'{"run_id": "r", "members": ["m1"], "codec": "npz", "rows": "many", "predictor": "m:f"}',
+    b'{"run_id": "r", "members": 5, "codec": "npz", "rows": 1, "predictor": "m:f"}',
+])
+def test_manifest_from_garbage_is_a_codec_mismatch(body: bytes) -> None:
+    with pytest.raises(CodecMismatch, match="run manifest is not valid") as info:
+        RunManifest.from_json(body)
+
+    assert info.value.error_class == "codec"
