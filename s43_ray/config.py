@@ -95,9 +95,11 @@ def validate_endpoint(url: str) -> str:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise InputError(f"endpoint URL {url!r} is not valid; expected http(s)://HOST[:PORT]")
     try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        port = parts.port
     except ValueError as exc:
         raise InputError(f"endpoint URL {url!r} has a bad port; expected 1-65535") from exc
+    if port == 0:
+        raise InputError(f"endpoint URL {url!r} has port 0; expected 1-65535")
     return url
 
 

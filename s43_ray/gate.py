@@ -20,7 +20,14 @@ from . import __version__
 from . import codec as codecs
 from .codec import Codec
 from .config import StoreConfig
-from .errors import ChecksumMismatch, CodecMismatch, LoadError, S43Error, TruncatedObject
+from .errors import (
+    ChecksumMismatch,
+    CodecMismatch,
+    InputError,
+    LoadError,
+    S43Error,
+    TruncatedObject,
+)
 from .events import rfc3339_now
 from .keys import RunLayout
 from .store import ObjectInfo, S3Store, Store
@@ -97,7 +104,9 @@ def _verify_one(store: Store, member: str, key: str, codec: Codec,
     try:
         if mode == "head":
             info = store.head(key)
-            _check_metadata(info, codec, expect)
+            _, want_bytes = _check_metadata(info, codec, expect)
+            if info.size == 0 or (want_bytes is not None and info.size != want_bytes):
+                raise TruncatedObject(f"object has {info.size} bytes; expected {want_bytes}")
             meta_sum = info.metadata.get(codecs.META_CHECKSUM, "")
             if info.s3_checksum is not None and meta_sum.split(":", 1)[-1] != info.s3_checksum:
                 raise ChecksumMismatch(f"store checksum {info.s3_checksum} does not match "
@@ -149,6 +158,9 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
     """Decide whether the run's cohort is complete, from the store's contents."""
     started, t0 = rfc3339_now(), time.perf_counter()
     layout = RunLayout(prefix, run_id)
+    if len(set(members)) != len(members):
+        raise InputError(f"run {run_id!r}: the member list names some members twice; "
+                         "expected unique names")
     wanted = set(members)
     present: dict[str, str] = {}  # member -> key in the run's codec
     other_codec: dict[str, str] = {}  # member -> key written in another codec

@@ -12,9 +12,9 @@ from typing import Any
 
 from . import __version__
 from .codec import CODECS, Codec
-from .errors import CodecMismatch, InputError, ObjectNotFound
+from .errors import CodecMismatch, InputError, ObjectNotFound, S43Error
 from .events import rfc3339_now
-from .keys import RunLayout
+from .keys import RunLayout, validate_member
 from .store import Store
 
 MANIFEST_VERSION = 1
@@ -61,12 +61,15 @@ class RunManifest:
             codec = data["codec"]
             if codec not in CODECS:
                 raise ValueError(f"codec {codec!r}")
-            return cls(run_id=str(data["run_id"]), members=tuple(data["members"]), codec=codec,
+            members = tuple(validate_member(str(m)) for m in data["members"])
+            if len(set(members)) != len(members):
+                raise ValueError("duplicate member names")
+            return cls(run_id=str(data["run_id"]), members=members, codec=codec,
                        rows=int(data["rows"]), predictor=str(data["predictor"]),
                        created_at=str(data.get("created_at", "")),
                        s43_version=str(data.get("s43_version", "")),
                        manifest_version=int(data.get("manifest_version", 0)))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, S43Error) as exc:
             raise CodecMismatch(f"run manifest is not valid: {exc}") from exc
 
 

@@ -50,9 +50,10 @@ def load_predictor(path: str) -> Predictor:
     module_name, func_name = path.split(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # a broken module may raise anything on import
         raise InvalidPredictor(f"predictor {path!r}: module {module_name!r} cannot be imported "
-                               f"({exc}); expected an installed module") from exc
+                               f"({type(exc).__name__}: {exc}); expected an installed module"
+                               ) from exc
     func = getattr(module, func_name, None)
     if not callable(func):
         raise InvalidPredictor(f"predictor {path!r}: {module_name!r} has no callable "

@@ -75,10 +75,9 @@ PersistOutcome = PredictionRef | PersistFailure
 
 
 def _node_id() -> str:
-    try:
-        return str(ray.get_runtime_context().get_node_id())
-    except Exception:
+    if not ray.is_initialized():  # get_runtime_context() would start a cluster
         return "local"
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:

@@ -88,7 +88,7 @@ def test_before_write_runs_only_for_written_events() -> None:
 def test_non_json_field_values_are_written_as_text() -> None:
     stream = io.StringIO()
 
-    EventLog(stream).emit("s43_acquire_outcome", keys={"a", "a"}, when=datetime(2026, 1, 1))
+    EventLog(stream).emit("s43_acquire_outcome", keys={"a"}, when=datetime(2026, 1, 1))
 
     record = _lines(stream)[0]
     assert record["keys"] == "{'a'}"

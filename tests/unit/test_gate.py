@@ -260,8 +260,6 @@ def test_gate_in_head_mode_still_reports_missing_and_other_codec(store: MemorySt
     assert verdict.invalid["m00001"].startswith("codec:")
 
 
-@pytest.mark.xfail(reason="BUG: gate._verify_one in head mode never compares the object's "
-                          "size with the reference's (or metadata's) byte count", strict=True)
 def test_gate_in_head_mode_marks_a_truncated_member_invalid(store: MemoryStore) -> None:
     members = member_names(2)
     refs = _persist(store, members)

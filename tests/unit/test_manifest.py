@@ -117,3 +117,13 @@ def test_manifest_from_garbage_is_a_codec_mismatch(body: bytes) -> None:
         RunManifest.from_json(body)
 
     assert info.value.error_class == "codec"
+
+
+@pytest.mark.parametrize("members", [["m1", "m1"], ["../x"], [""]],
+                         ids=["duplicate", "path", "empty"])
+def test_manifest_with_bad_member_names_is_not_valid(members: list[str]) -> None:
+    body = json.dumps({"run_id": RUN, "members": members, "codec": "npz", "rows": 1,
+                       "predictor": PREDICTOR}).encode()
+
+    with pytest.raises(CodecMismatch, match="run manifest is not valid"):
+        RunManifest.from_json(body)

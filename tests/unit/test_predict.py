@@ -84,9 +84,6 @@ def test_load_predictor_imports_a_user_module(tmp_path: Path,
     assert predictor("r", "m", 3) == {"x": [3]}
 
 
-@pytest.mark.xfail(reason="BUG: predict.load_predictor lets a module's own import-time error "
-                          "(here SyntaxError) escape instead of raising InvalidPredictor",
-                   strict=True)
 def test_load_predictor_refuses_a_module_that_fails_to_import(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "s43_unit_broken_model.py").write_text("def predict(:\n")

@@ -134,9 +134,6 @@ def test_persist_member_reports_a_store_failure() -> None:
     assert "SlowDown" in outcome.message
 
 
-@pytest.mark.xfail(reason="BUG: task._node_id calls ray.get_runtime_context(), which runs "
-                          "ray.init() and starts a whole local Ray cluster when Ray is not "
-                          "initialised (outside Ray)", strict=True)
 def test_persist_member_outside_ray_does_not_start_ray(
         ray_init_attempts: list[tuple[Any, ...]]) -> None:
     outcome = persist_member(MemoryStore(), _spec(), "m00001")
