@@ -31,7 +31,6 @@ from .config import (
 )
 from .driver import RunConfig, gate_existing, run_cohort
 from .errors import (
-    EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     InputError,
     S43Error,
@@ -63,7 +62,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+        raise UsageError(message)
+
+
+class UsageError(InputError):
+    """A command line argparse refused."""
 
 
 def _int_in(name: str, lo: int, hi: int) -> Any:
@@ -205,7 +208,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     err = stderr or sys.stderr
     logging.basicConfig(level=logging.WARNING, stream=err,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        wants_json = "--json" in argv
+        command = next((a for a in argv if a in {"run", "gate"}), "")
+        return _fail(argparse.Namespace(json=wants_json, command=command), out, err,
+                     exc.exit_code, "usage", str(exc))
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:

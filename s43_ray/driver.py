@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ from ray.exceptions import RayError, RayTaskError
 from . import events as ev
 from .codec import Codec
 from .config import StoreConfig
-from .errors import ClusterError, S43Error
+from .errors import ClusterError, InputError, S43Error
 from .gate import Expectation, Verdict, VerifyMode, gate_task, run_gate
 from .keys import RunLayout
 from .manifest import RunManifest, claim_run
@@ -36,6 +37,8 @@ log = logging.getLogger("s43_ray.driver")
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 # Collect finished tasks in batches of this size so a 100,000-member run is not O(n^2) waits.
 WAIT_BATCH = 256
+# A Ray address that does not accept a TCP connection within this time is unreachable.
+RAY_PROBE_TIMEOUT_S = 5.0
 # How often the progress bar moves when no task finishes.
 WAIT_TIMEOUT_S = 0.5
 
@@ -57,6 +60,24 @@ class RunConfig:
     gate_options: Mapping[str, Any] = field(default_factory=dict)
 
 
+def probe_address(address: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """Fail fast if a ``host:port`` (or ``ray://host:port``) Ray address does not answer:
+    ``ray.init`` itself retries an unreachable GCS for minutes."""
+    if address == "auto" or address.startswith("local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"Ray address {address!r} is not valid; expected HOST:PORT, "
+                         "ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"Ray at {address} is unreachable ({exc.strerror or exc}); expected "
+                           "a running cluster's address") from exc
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
     """Connect to ``address`` or start a local cluster; disconnect (and stop it) afterwards.
@@ -66,6 +87,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
+        probe_address(address)
         kwargs["address"] = address
     else:
         kwargs.update(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
@@ -196,14 +218,16 @@ def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
     store = S3Store(store_cfg)
     store.check()  # exit 3 before anything is written if the store is unreachable or refuses
     layout = RunLayout(store_cfg.prefix, cfg.run_id)
-    manifest = claim_run(store, layout, RunManifest.new(cfg.run_id, cfg.members, cfg.codec,
-                                                        cfg.rows, cfg.predictor))
-    events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
-                store=store_cfg.url, endpoint=store_cfg.endpoint_url,
-                predictor=cfg.predictor, created_at=manifest.created_at)
     spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor)
     progress = progress or Progress(len(cfg.members), enabled=False)
+    wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows, cfg.predictor)
+    claim_run(store, layout, wanted, write=False)  # a reused run id: exit 2 before Ray starts
     with ray_session(cfg.address, cfg.num_cpus):
+        # Written only once the store and the cluster both answer: a refused run leaves nothing.
+        manifest = claim_run(store, layout, wanted)
+        events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
+                    store=store_cfg.url, endpoint=store_cfg.endpoint_url,
+                    predictor=cfg.predictor, created_at=manifest.created_at)
         outcomes = fan_out(spec, cfg.members, events, progress, cfg.task_options)
         refs = {m: Expectation(o.checksum, o.bytes) for m, o in outcomes.items()
                 if isinstance(o, PredictionRef)}

@@ -86,11 +86,14 @@ def write_manifest(store: Store, layout: RunLayout, manifest: RunManifest) -> No
               content_type="application/json")
 
 
-def claim_run(store: Store, layout: RunLayout, manifest: RunManifest) -> RunManifest:
-    """Record the manifest, or check a re-triggered run asks for the same cohort."""
+def claim_run(store: Store, layout: RunLayout, manifest: RunManifest, *,
+              write: bool = True) -> RunManifest:
+    """Record the manifest, or check a re-triggered run asks for the same cohort.
+    With ``write=False`` only the check is made (to refuse bad input before any work)."""
     existing = read_manifest(store, layout)
     if existing is None:
-        write_manifest(store, layout, manifest)
+        if write:
+            write_manifest(store, layout, manifest)
         return manifest
     diff = existing.differences(manifest)
     if diff:

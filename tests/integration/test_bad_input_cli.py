@@ -6,25 +6,13 @@ import json
 from collections.abc import Callable
 
 import pytest
-from helpers import CliResult, keys_under, parse_events
+from helpers import CliResult, keys_under
 
-from s43_ray.cli import main
 from s43_ray.config import StoreConfig
 from s43_ray.local_s3 import free_ports
 from s43_ray.store import S3Store
 
 Cli = Callable[..., CliResult]
-
-
-def invoke(cli: Cli, capsys: pytest.CaptureFixture[str], *argv: str) -> CliResult:
-    """Run the CLI in-process like a shell would see it: argparse usage errors raise
-    ``SystemExit`` and print to ``sys.stderr``, so turn those into a result too."""
-    try:
-        return cli(*argv)
-    except SystemExit as exc:
-        out, err = capsys.readouterr()
-        code = exc.code if isinstance(exc.code, int) else 1
-        return CliResult(code, out, err, parse_events(err))
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -63,11 +51,11 @@ def test_bad_run_id_is_refused_by_gate_too(cli: Cli, store_args: list[str]) -> N
     (["--members", "_hidden"], "_hidden"),
 ], ids=["cohort-0", "rows-neg", "format-csv", "predictor-missing", "predictor-bad",
         "members-dup", "members-reserved"])
-def test_bad_run_flags_exit_2_and_write_nothing(cli: Cli, capsys: pytest.CaptureFixture[str],
+def test_bad_run_flags_exit_2_and_write_nothing(cli: Cli,
                                                 store_args: list[str], store: S3Store,
                                                 store_cfg: StoreConfig, flags: list[str],
                                                 named: str) -> None:
-    r = invoke(cli, capsys, "run", "--run-id", "bad-flags", "--rows", "100", *flags,
+    r = cli("run", "--run-id", "bad-flags", "--rows", "100", *flags,
                *store_args)
 
     assert r.code == 2
@@ -100,9 +88,6 @@ def test_bad_endpoint_url_exits_2(cli: Cli, store_cfg: StoreConfig, store: S3Sto
     assert keys_under(store, store_cfg.prefix + "/") == []
 
 
-@pytest.mark.xfail(reason="BUG: cli.py:208 (parse_args) / cli.py:65 (_Parser.error): argparse usage errors raise SystemExit "
-                          "from main() (ignoring its stdout/stderr) and print no --json error "
-                          "object", strict=True)
 def test_usage_error_returns_2_and_prints_json_error(cli: Cli, store_args: list[str]) -> None:
     r = cli("run", "--cohort-size", "0", "--json", *store_args)
 

@@ -81,7 +81,6 @@ def test_embedded_default_runs_then_gates_from_the_same_folder(tmp_path: Path) -
     assert g.code == 0, g.stderr
     assert g.summary["run_id"] == run_id
     assert g.summary["status"] == "passed" and g.summary["cohort_count"] == 3
-    assert g.summary["endpoint"] != endpoint or not listening(endpoint)
     assert not listening(g.summary["endpoint"])
     assert secret not in g.stdout and secret not in g.stderr
     assert not (home / ".cache").exists()

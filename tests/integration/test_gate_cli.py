@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from helpers import CliResult
@@ -14,10 +15,6 @@ from s43_ray.store import S3Store
 Cli = Callable[..., CliResult]
 
 
-HEAD_BUG = ("BUG: gate.py:98-106 --verify head passes an object whose store checksum is "
-            "absent (re-PUT without x-amz-checksum) and never compares size to s43-bytes")
-
-
 def finished_run(cli: Cli, store_args: list[str], run_id: str, size: int = 3,
                  fmt: str = "arrow") -> CliResult:
     r = cli("run", "--run-id", run_id, "--cohort-size", str(size), "--rows", "100",
@@ -26,8 +23,9 @@ def finished_run(cli: Cli, store_args: list[str], run_id: str, size: int = 3,
     return r
 
 
-def gate_record(store: S3Store, cfg: StoreConfig, run_id: str) -> dict[str, object]:
-    return json.loads(bytes(store.get(f"{cfg.prefix}/{run_id}/_gate.json")[0]))
+def gate_record(store: S3Store, cfg: StoreConfig, run_id: str) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(bytes(store.get(f"{cfg.prefix}/{run_id}/_gate.json")[0]))
+    return record
 
 
 def test_gate_rechecks_a_finished_run_from_the_store(cli: Cli, store_args: list[str]) -> None:
@@ -140,7 +138,7 @@ def test_member_of_another_format_is_not_counted(cli: Cli, store_args: list[str]
 
 
 @pytest.mark.parametrize("verify", [
-    "full", pytest.param("head", marks=pytest.mark.xfail(reason=HEAD_BUG, strict=True))])
+    "full", "head"])
 def test_gate_fails_on_corrupted_member(cli: Cli, store_args: list[str], store: S3Store,
                                         store_cfg: StoreConfig, verify: str) -> None:
     run_id = f"g-corrupt-{verify}"
@@ -165,8 +163,7 @@ def test_gate_fails_on_corrupted_member(cli: Cli, store_args: list[str], store: 
     assert gate_record(store, store_cfg, run_id)["status"] == "failed"
 
 
-@pytest.mark.parametrize("verify", [
-    "full", pytest.param("head", marks=pytest.mark.xfail(reason=HEAD_BUG, strict=True))])
+@pytest.mark.parametrize("verify", ["full", "head"])
 def test_gate_fails_on_truncated_member(cli: Cli, store_args: list[str], store: S3Store,
                                         store_cfg: StoreConfig, verify: str) -> None:
     run_id = f"g-trunc-{verify}"
@@ -181,3 +178,26 @@ def test_gate_fails_on_truncated_member(cli: Cli, store_args: list[str], store: 
     assert list(r.summary["invalid"]) == ["m00000"]
     (failed,) = r.named("s43_pred_load_failed")
     assert failed["error_class"] == "truncated" and failed["severity"] == "error"
+
+
+def test_gate_refuses_a_format_other_than_the_runs(cli: Cli, store_args: list[str]) -> None:
+    finished_run(cli, store_args, "g-fmt", size=2, fmt="arrow")
+
+    r = cli("gate", "--run-id", "g-fmt", "--format", "npz", "--json", *store_args)
+
+    assert r.code == 2
+    assert r.summary["status"] == "error" and r.summary["exit_code"] == 2
+    assert "npz" in r.summary["message"] and "arrow" in r.summary["message"]
+
+
+def test_gate_with_corrupt_manifest_fails_without_traceback(cli: Cli, store_args: list[str],
+                                                            store: S3Store,
+                                                            store_cfg: StoreConfig) -> None:
+    finished_run(cli, store_args, "g-badmanifest", size=2)
+    store.put(f"{store_cfg.prefix}/g-badmanifest/_run.json", b"{not json", metadata={})
+
+    r = cli("gate", "--run-id", "g-badmanifest", "--json", *store_args)
+
+    assert r.code == 1
+    assert "manifest" in r.summary["message"]
+    assert "Traceback" not in r.stderr

@@ -231,3 +231,89 @@ def test_reused_run_id_with_other_format_is_refused(cli: Cli, store_args: list[s
     assert r.code == 2
     assert "codec" in r.stderr and "'npz' -> 'arrow'" in r.stderr
     assert keys_under(store, store_cfg.prefix + "/") == before
+
+
+def test_bytes_written_matches_the_objects_in_the_bucket(cli: Cli, store_args: list[str],
+                                                         store: S3Store,
+                                                         store_cfg: StoreConfig) -> None:
+    r = cli("run", "--run-id", "bytes-1", "--cohort-size", "2", "--rows", "300", "--json",
+            *store_args)
+
+    assert r.code == 0, r.stderr
+    sizes = [o.size for o in store.list(f"{store_cfg.prefix}/bytes-1/m")]
+    assert len(sizes) == 2
+    assert r.summary["bytes_written"] == sum(sizes)
+    assert r.summary["bytes_read"] == sum(sizes)
+
+
+def test_explicit_members_become_keys(cli: Cli, store_args: list[str], store: S3Store,
+                                      store_cfg: StoreConfig) -> None:
+    r = cli("run", "--run-id", "named-1", "--members", "asset-a,fold.2,Model_3", "--rows",
+            "100", "--format", "npz", "--json", *store_args)
+
+    assert r.code == 0, r.stderr
+    assert r.summary["cohort_count"] == 3
+    base = f"{store_cfg.prefix}/named-1/"
+    assert keys_under(store, base) == [f"{base}Model_3.npz", f"{base}_gate.json",
+                                       f"{base}_run.json", f"{base}asset-a.npz",
+                                       f"{base}fold.2.npz"]
+
+
+def test_longest_allowed_run_id_round_trips(cli: Cli, store_args: list[str], store: S3Store,
+                                            store_cfg: StoreConfig) -> None:
+    run_id = "r" * 200
+    r = cli("run", "--run-id", run_id, "--cohort-size", "1", "--rows", "100", "--json",
+            *store_args)
+
+    assert r.code == 0, r.stderr
+    assert r.summary["run_id"] == run_id
+    assert f"{store_cfg.prefix}/{run_id}/m00000.arrow" in keys_under(store, store_cfg.prefix + "/")
+
+
+def test_run_with_head_verification_passes(cli: Cli, store_args: list[str]) -> None:
+    r = cli("run", "--run-id", "head-1", "--cohort-size", "2", "--rows", "100",
+            "--verify", "head", "--json", *store_args)
+
+    assert r.code == 0, r.stderr
+    assert r.summary["status"] == "passed" and r.summary["cohort_count"] == 2
+
+
+def test_retriggered_run_restores_a_deleted_member(cli: Cli, store_args: list[str],
+                                                   store: S3Store,
+                                                   store_cfg: StoreConfig) -> None:
+    argv = ("run", "--run-id", "resume-1", "--cohort-size", "3", "--rows", "100", "--json",
+            *store_args)
+    assert cli(*argv).code == 0
+    key = f"{store_cfg.prefix}/resume-1/m00001.arrow"
+    original = bytes(store.get(key)[0])
+    store.delete(key)
+    assert cli("gate", "--run-id", "resume-1", *store_args).code == 1
+
+    r = cli(*argv)
+
+    assert r.code == 0, r.stderr
+    assert bytes(store.get(key)[0]) == original  # deterministic keys and content
+    gate = json.loads(bytes(store.get(f"{store_cfg.prefix}/resume-1/_gate.json")[0]))
+    assert gate["status"] == "passed"
+
+
+def test_failing_predictor_fails_the_gate_with_error_events(cli: Cli, store_args: list[str],
+                                                            store: S3Store,
+                                                            store_cfg: StoreConfig) -> None:
+    # math:hypot imports fine but raises TypeError on (run_id, member, rows) in every task
+    r = cli("run", "--run-id", "pred-fail", "--cohort-size", "2", "--rows", "100",
+            "--predictor", "math:hypot", "--json", *store_args)
+
+    assert r.code == 1, r.stderr
+    s = r.summary
+    assert s["status"] == "failed" and s["cohort_count"] == 0
+    assert s["missing"] == members(2)
+    assert sorted(s["persist_failed"]) == members(2)
+    failed = r.named("s43_pred_persist_failed")
+    assert sorted(e["member"] for e in failed) == members(2)
+    assert all(e["severity"] == "error" and e["error_class"] == "predictor" for e in failed)
+    (outcome,) = r.named("s43_gate_outcome")
+    assert outcome["shortfall"] == 2 and outcome["status"] == "failed"
+    assert outcome["severity"] == "error"
+    base = f"{store_cfg.prefix}/pred-fail/"
+    assert keys_under(store, base) == [f"{base}_gate.json", f"{base}_run.json"]

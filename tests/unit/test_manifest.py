@@ -83,7 +83,8 @@ def test_claim_run_accepts_the_same_cohort_again_and_keeps_the_first() -> None:
 
 def test_claim_run_refuses_a_different_cohort_naming_what_differs() -> None:
     store = MemoryStore()
-    claim_run(store, LAYOUT, _manifest(members=3))
+    first = _manifest(members=3)
+    claim_run(store, LAYOUT, first)
 
     with pytest.raises(InputError) as info:
         claim_run(store, LAYOUT, _manifest(members=3, codec="arrow"))
@@ -93,7 +94,7 @@ def test_claim_run_refuses_a_different_cohort_naming_what_differs() -> None:
     assert "codec ('npz' -> 'arrow')" in message
     assert "expected the same cohort or a new --run-id" in message
     assert info.value.exit_code == 2
-    assert read_manifest(store, LAYOUT) == _manifest(members=3)
+    assert read_manifest(store, LAYOUT) == first
 
 
 def test_read_manifest_of_a_new_run_is_none() -> None:
