@@ -58,6 +58,18 @@ DEFAULT_ROWS = 10_000
 DEFAULT_CODEC: Codec = "arrow"
 
 
+DESCRIPTION = ("Move per-member prediction arrays between Ray workers through S3, by reference, "
+               "and prove that the whole cohort arrived.")
+EPILOG = """exit codes:
+  0  gate passed (and its verdict persisted)
+  1  gate failed: cohort incomplete or invalid
+  2  bad input or usage; nothing written
+  3  store or cluster unreachable or refusing; or the verdict could not be persisted
+  130 interrupted
+
+events: JSON lines on stderr; summary on stdout (--json: its last line is one JSON object)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2."""
 
@@ -108,7 +120,8 @@ def _store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
 
 def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
     env = env or env_defaults()
-    parser = _Parser(prog="s43-ray", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser = _Parser(prog="s43-ray", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"s43-ray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -122,7 +135,9 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
                      help=f"predictions per member (default {DEFAULT_ROWS})")
     run.add_argument("--format", choices=CODECS, default=DEFAULT_CODEC,
                      help=f"object format (default {DEFAULT_CODEC})")
-    run.add_argument("--predictor", default=DEFAULT_PREDICTOR, metavar="MODULE:FUNCTION")
+    run.add_argument("--predictor", default=DEFAULT_PREDICTOR, metavar="MODULE:FUNCTION",
+                     help="f(run_id, member, rows) -> {name: ndarray}, importable on every "
+                          "worker (default: a deterministic synthetic model)")
     run.add_argument("--address", default=env.address,
                      help="a running Ray cluster (env RAY_ADDRESS); default: start a local one")
     run.add_argument("--num-cpus", type=_int_in("num cpus", 1, 1024),
@@ -147,6 +162,12 @@ def _store(args: argparse.Namespace) -> Iterator[StoreConfig]:
     """The configured store, or the embedded local server for the length of the command."""
     if args.endpoint_url:
         validate_endpoint(args.endpoint_url)
+    # Defaults from the environment bypass argparse's choices: check them here.
+    for value, allowed, env in ((args.addressing_style, ADDRESSING_STYLES,
+                                 "S43_S3_ADDRESSING_STYLE"),
+                                (args.s3_checksum, S3_CHECKSUMS, "S43_S3_CHECKSUM")):
+        if value not in allowed:
+            raise InputError(f"{env}={value!r} is not valid; expected one of {list(allowed)}")
     common: dict[str, Any] = {"addressing_style": args.addressing_style,
                               "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts}
     if args.store:

@@ -1,0 +1,61 @@
+"""Usage errors and bad defaults from the environment: exit 2, one line, before any work."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from s43_ray.cli import main
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["run", "--cohort-size", "0"], "cohort size 0"),
+    (["run", "--rows", "many"], "rows 'many'"),
+    (["run", "--format", "csv"], "'csv'"),
+    (["run", "--cohort-size", "2", "--members", "a,b"], "not allowed with"),
+    (["gate"], "--run-id"),
+    (["bogus"], "bogus"),
+], ids=["cohort-0", "rows-text", "format-csv", "exclusive", "gate-no-run-id", "no-such-command"])
+def test_usage_error_exits_2_with_one_line_and_a_json_error(argv: list[str], named: str) -> None:
+    code, out, err = _run(*argv, "--json")
+
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("s43-ray: error:")
+    assert named in lines[0]
+    assert "Traceback" not in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "error" and summary["exit_code"] == 2
+
+
+@pytest.mark.parametrize(("var", "value"), [("S43_S3_CHECKSUM", "bogus"),
+                                            ("S43_S3_ADDRESSING_STYLE", "sideways")])
+def test_bad_setting_from_the_environment_exits_2_naming_it(
+        monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    monkeypatch.setenv("S43_STORE", "s3://s43-never-contacted/p")
+
+    code, _, err = _run("run", "--cohort-size", "1")
+
+    assert code == 2
+    assert f"{var}={value!r}" in err
+    assert "expected one of" in err
+
+
+def test_endpoint_without_store_is_refused_before_any_server_starts(
+        tmp_path: Path) -> None:
+    code, _, err = _run("run", "--endpoint-url", "http://127.0.0.1:9", "--local-dir",
+                        str(tmp_path))
+
+    assert code == 2
+    assert "--endpoint-url 'http://127.0.0.1:9' was given without --store" in err
+    assert not (tmp_path / "weed.log").exists()
