@@ -29,13 +29,15 @@ from .config import (
     parse_store_url,
     validate_endpoint,
 )
-from .driver import RunConfig, gate_existing, run_cohort
+from .driver import STALL_TIMEOUT_S, RunConfig, gate_existing, run_cohort
 from .errors import (
+    EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_UNREACHABLE,
     InputError,
     S43Error,
 )
-from .events import EventLog, Severity
+from .events import RUN_FAILED, EventLog, Severity
 from .keys import (
     MAX_COHORT_SIZE,
     RunLayout,
@@ -51,6 +53,7 @@ from .progress import Progress
 from .store import S3Store
 from .summary import Summary
 
+log = logging.getLogger("s43_ray.cli")
 # Largest --rows accepted: 50 M float32 predictions is ~600 MiB a member with the default record.
 MAX_ROWS = 50_000_000
 DEFAULT_COHORT_SIZE = 8
@@ -98,7 +101,8 @@ def _store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
     g = p.add_argument_group("store")
     g.add_argument("--store", default=env.store, metavar="s3://BUCKET/PREFIX",
                    help="where predictions go (env S43_STORE); default: the embedded local server")
-    g.add_argument("--endpoint-url", default=env.endpoint_url, metavar="URL",
+    p.set_defaults(env_endpoint_url=env.endpoint_url)
+    g.add_argument("--endpoint-url", default=None, metavar="URL",
                    help="S3 endpoint, e.g. https://s3.fr-par.scw.cloud (env AWS_ENDPOINT_URL_S3)")
     g.add_argument("--region", default=env.region, help="S3 region (env AWS_REGION)")
     g.add_argument("--addressing-style", default=env.addressing_style, choices=ADDRESSING_STYLES,
@@ -144,6 +148,10 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
                      help="CPUs of the local Ray cluster (default: all)")
     run.add_argument("--verify", choices=("full", "head"), default="full",
                      help="gate check: full (GET + checksum + decode) or head (store checksums)")
+    run.add_argument("--stall-timeout", type=_int_in("stall timeout", 1, 86_400),
+                     default=int(STALL_TIMEOUT_S), metavar="SECONDS",
+                     help="cancel and report pending members when none finished for this long "
+                          f"(default {int(STALL_TIMEOUT_S)})")
     _store_flags(run, env)
 
     gate = sub.add_parser("gate", help="re-check an existing run from the store alone")
@@ -160,8 +168,9 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _store(args: argparse.Namespace) -> Iterator[StoreConfig]:
     """The configured store, or the embedded local server for the length of the command."""
-    if args.endpoint_url:
-        validate_endpoint(args.endpoint_url)
+    endpoint = args.endpoint_url or args.env_endpoint_url
+    if endpoint:
+        validate_endpoint(endpoint)
     # Defaults from the environment bypass argparse's choices: check them here.
     for value, allowed, env in ((args.addressing_style, ADDRESSING_STYLES,
                                  "S43_S3_ADDRESSING_STYLE"),
@@ -172,10 +181,10 @@ def _store(args: argparse.Namespace) -> Iterator[StoreConfig]:
                               "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts}
     if args.store:
         bucket, prefix = parse_store_url(args.store)
-        yield StoreConfig(bucket=bucket, prefix=prefix, endpoint_url=args.endpoint_url,
+        yield StoreConfig(bucket=bucket, prefix=prefix, endpoint_url=endpoint,
                           region=args.region, **common)
         return
-    if args.endpoint_url:
+    if args.endpoint_url:  # given on the command line (an endpoint from the env is ignored)
         raise InputError(f"--endpoint-url {args.endpoint_url!r} was given without --store; "
                          "expected --store s3://BUCKET/PREFIX too")
     with LocalS3(args.local_dir) as server:
@@ -184,12 +193,12 @@ def _store(args: argparse.Namespace) -> Iterator[StoreConfig]:
 
 def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
     run_id = validate_run_id(args.run_id) if args.run_id is not None else new_run_id()
-    members = tuple(parse_members(args.members) if args.members
+    members = tuple(parse_members(args.members) if args.members is not None
                     else member_names(args.cohort_size or DEFAULT_COHORT_SIZE))
     load_predictor(args.predictor)  # bad input is refused here, before anything is written
     cfg = RunConfig(run_id=run_id, members=members, rows=args.rows, codec=args.format,
                     predictor=args.predictor, address=args.address, num_cpus=args.num_cpus,
-                    verify=args.verify)
+                    verify=args.verify, stall_timeout=float(args.stall_timeout))
     events.run_id = run_id
     with _store(args) as store_cfg:
         progress = Progress(len(members))
@@ -200,7 +209,7 @@ def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
 def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
     run_id = validate_run_id(args.run_id)
     events.run_id = run_id
-    explicit = parse_members(args.members) if args.members else None
+    explicit = parse_members(args.members) if args.members is not None else None
     with _store(args) as store_cfg:
         store = S3Store(store_cfg)
         store.check()
@@ -236,7 +245,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         wants_json = "--json" in argv
         command = next((a for a in argv if a in {"run", "gate"}), "")
         return _fail(argparse.Namespace(json=wants_json, command=command), out, err,
-                     exc.exit_code, "usage", str(exc))
+                     exc.exit_code, "usage", str(exc), None)
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
@@ -252,9 +261,13 @@ def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         summary = {"run": _cmd_run, "gate": _cmd_gate}[args.command](args, events)
     except S43Error as exc:
-        return _fail(args, out, err, exc.exit_code, exc.error_class, str(exc))
+        return _fail(args, out, err, exc.exit_code, exc.error_class, str(exc), events)
     except KeyboardInterrupt:
-        return _fail(args, out, err, EXIT_INTERRUPTED, "interrupted", "interrupted")
+        return _fail(args, out, err, EXIT_INTERRUPTED, "interrupted", "interrupted", events)
+    except Exception as exc:  # a bug or an unforeseen failure: say so, never "gate failed"
+        log.exception("internal error")
+        return _fail(args, out, err, EXIT_UNREACHABLE, "internal",
+                     f"internal error: {type(exc).__name__}: {exc}", events)
     if args.json:
         print(summary.human(), file=err)
         print(summary.to_json(), file=out)
@@ -269,12 +282,18 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def _fail(args: argparse.Namespace, out: TextIO, err: TextIO, code: int, error_class: str,
-          message: str) -> int:
+          message: str, events: EventLog | None) -> int:
+    """One line on stderr; an error event unless the input was bad; the JSON error object."""
     line = message.splitlines()[0] if message else error_class
+    run_id = events.run_id if events else ""
+    if events is not None and code != EXIT_BAD_INPUT:
+        events.emit(RUN_FAILED, "error", command=args.command, error_class=error_class,
+                    exit_code=code, message=line)
     print(f"s43-ray: error: {line}", file=err)
     if args.json:
         print(json.dumps({"status": "error", "exit_code": code, "error_class": error_class,
-                          "message": line, "command": args.command}), file=out)
+                          "message": line, "command": args.command, "run_id": run_id}),
+              file=out)
     return code
 
 

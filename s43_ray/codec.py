@@ -215,7 +215,14 @@ def _encode_arrow(arrays: dict[str, np.ndarray]) -> memoryview:
     fields, columns = [], []
     for name, arr in arrays.items():
         flat = _storage_view(arr)
-        values = pa.array(flat)
+        try:
+            values = pa.array(flat)
+        except pa.ArrowException as exc:
+            raise UnsafeArray(f"array {name!r} has dtype {arr.dtype}, which Arrow cannot hold; "
+                              "expected at most 64-bit floats (use --format npz)") from exc
+        if values.type not in _ARROW_STORAGE:
+            raise UnsafeArray(f"array {name!r} has dtype {arr.dtype}, stored as {values.type}; "
+                              "expected at most 64-bit floats (use --format npz)")
         offsets = pa.array(np.array([0, len(flat)], dtype=np.int64))
         column = pa.LargeListArray.from_arrays(offsets, values)
         meta = {"s43.dtype": arr.dtype.str, "s43.shape": json.dumps(list(arr.shape))}
@@ -236,7 +243,7 @@ def _decode_arrow(payload: bytes | memoryview) -> dict[str, np.ndarray]:
             raise CodecMismatch(f"arrow file has {reader.num_record_batches} record batches; "
                                 "expected 1")
         batch = reader.get_batch(0)
-    except pa.ArrowInvalid as exc:
+    except pa.ArrowException as exc:
         raise CodecMismatch(f"not a readable Arrow IPC file: {exc}") from exc
     out: dict[str, np.ndarray] = {}
     for field, column in zip(batch.schema, batch.columns, strict=True):

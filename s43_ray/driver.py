@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from . import events as ev
 from .codec import Codec
 from .config import StoreConfig
-from .errors import ClusterError, InputError, S43Error
+from .errors import INFRA_ERROR_CLASSES, ClusterError, InputError, S43Error
 from .gate import Expectation, Verdict, VerifyMode, gate_task, run_gate
 from .keys import RunLayout
 from .manifest import RunManifest, claim_run
@@ -39,6 +39,12 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 WAIT_BATCH = 256
 # A Ray address that does not accept a TCP connection within this time is unreachable.
 RAY_PROBE_TIMEOUT_S = 5.0
+# A run in which no member finishes for this long is stalled: its pending tasks are cancelled
+# and reported (error_class "stalled") instead of hanging the job without a word.
+STALL_TIMEOUT_S = 900.0
+# The gate task must answer within this long (it lists and verifies; 10,000 members take
+# seconds to minutes); past it the run exits 3.
+GATE_TIMEOUT_S = 1800.0
 # How often the progress bar moves when no task finishes.
 WAIT_TIMEOUT_S = 0.5
 
@@ -56,6 +62,8 @@ class RunConfig:
     num_cpus: int | None = None  # local cluster only; None: every core
     verify: VerifyMode = "full"  # full: GET + checksum + decode; head: store checksums only
     gate_concurrency: int = 16
+    stall_timeout: float = STALL_TIMEOUT_S  # seconds without a finished member
+    gate_timeout: float = GATE_TIMEOUT_S
     task_options: Mapping[str, Any] = field(default_factory=dict)
     gate_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -90,8 +98,9 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         probe_address(address)
         kwargs["address"] = address
     else:
-        kwargs.update(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                      include_dashboard=False)
+        # "local" starts a new cluster even when a `ray start` cluster runs on this machine.
+        kwargs.update(address="local", num_cpus=num_cpus,
+                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
     on_main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
@@ -119,26 +128,55 @@ def _ray_failure(spec: TaskSpec, member: str, key: str, exc: RayError) -> Persis
     klass = {"WorkerCrashedError": "worker_died", "NodeDiedError": "node_died",
              "TaskUnschedulableError": "unschedulable", "OutOfMemoryError": "oom",
              "TaskCancelledError": "cancelled"}.get(name, "task_error")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-    return PersistFailure(spec.run_id, member, key, klass, f"{name}: {first}"[:500])
+    return PersistFailure(spec.run_id, member, key, klass, _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+def _stalled(spec: TaskSpec, pending: dict[Any, str], stall_timeout: float,
+             layout: RunLayout) -> list[PersistFailure]:
+    """Cancel every task still pending after no member finished for ``stall_timeout``."""
+    failures = []
+    for obj, member in pending.items():
+        with contextlib.suppress(Exception):
+            ray.cancel(obj, force=True)
+        failures.append(PersistFailure(
+            spec.run_id, member, layout.member_key(member, spec.codec), "stalled",
+            f"no member finished for {stall_timeout:.0f}s; task cancelled "
+            "(hung predictor, or no resources to schedule it)"))
+    pending.clear()
+    return failures
 
 
 def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
-            progress: Progress, task_options: Mapping[str, Any]) -> dict[str, PersistOutcome]:
+            progress: Progress, task_options: Mapping[str, Any],
+            stall_timeout: float = STALL_TIMEOUT_S) -> dict[str, PersistOutcome]:
     """Submit one persist task per member and gather their references as they finish."""
     layout = RunLayout(spec.store.prefix, spec.run_id)
     pending = {persist_task.options(**task_options).remote(spec, m): m for m in members}
     outcomes: dict[str, PersistOutcome] = {}
     progress.start()
+    last_done = time.monotonic()
     while pending:
         done, _ = ray.wait(list(pending), num_returns=min(len(pending), WAIT_BATCH),
                            timeout=WAIT_TIMEOUT_S)
+        finished: list[tuple[str, PersistOutcome]] = []
         for obj in done:
             member = pending.pop(obj)
             try:
-                outcome: PersistOutcome = ray.get(obj)
+                finished.append((member, ray.get(obj)))
             except RayError as exc:
-                outcome = _ray_failure(spec, member, layout.member_key(member, spec.codec), exc)
+                key = layout.member_key(member, spec.codec)
+                finished.append((member, _ray_failure(spec, member, key, exc)))
+        if done:
+            last_done = time.monotonic()
+        elif time.monotonic() - last_done > stall_timeout:
+            finished.extend((f.member, f) for f in _stalled(spec, pending, stall_timeout,
+                                                            layout))
+        for member, outcome in finished:
             outcomes[member] = outcome
             if isinstance(outcome, PredictionRef):
                 events.emit(ev.PRED_PERSISTED, member=member, key=outcome.key,
@@ -172,6 +210,7 @@ def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) 
                 missing=verdict.missing[:ev.MAX_LISTED], invalid=sorted(verdict.invalid)[
                     :ev.MAX_LISTED], unexpected=len(verdict.unexpected),
                 error_class="" if verdict.passed else "cohort_incomplete",
+                reason=verdict.reason,
                 gate_node=verdict.node_id, gate_seconds=round(verdict.gate_seconds, 3))
 
 
@@ -197,15 +236,21 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: StoreConfig, gate_ke
     failures = {o.member: f"{o.error_class}: {o.message}" for o in (outcomes or {}).values()
                 if isinstance(o, PersistFailure)}
     ok = [c for c in verdict.checks if c.status == "ok"]
+    read = [c for c in ok if c.downloaded]
+    infra = {c.member for c in verdict.checks
+             if c.status != "ok" and c.error_class in INFRA_ERROR_CLASSES}
+    infra |= {o.member for o in (outcomes or {}).values()
+              if isinstance(o, PersistFailure) and o.error_class in INFRA_ERROR_CLASSES
+              and o.member not in {c.member for c in ok}}
     return Summary(
         run_id=verdict.run_id, status=verdict.status, expected=verdict.expected,
         cohort_count=verdict.cohort_count, missing=verdict.missing, invalid=verdict.invalid,
-        unexpected=verdict.unexpected, persist_failed=failures, command=command,
+        unexpected=verdict.unexpected, persist_failed=failures, reason=verdict.reason,
+        command=command,
         codec=verdict.codec, store=store_cfg.url, endpoint=store_cfg.endpoint_url,
-        bytes_written=sum(r.bytes for r in refs), bytes_read=sum(c.bytes for c in ok),
+        bytes_written=sum(r.bytes for r in refs), bytes_read=sum(c.bytes for c in read),
         write_latency_s=latency_stats([r.write_seconds for r in refs]),
-        read_latency_s=latency_stats([c.read_seconds for c in ok]) if verdict.verify == "full"
-        else latency_stats([]),
+        read_latency_s=latency_stats([c.read_seconds for c in read]), infra_errors=len(infra),
         wall_seconds=round(wall, 3), writer_nodes=len({r.node_id for r in refs}),
         gate_node=verdict.node_id, gate_key=gate_key, gate_persisted=gate_persisted,
         s3_retries=sum(r.s3_retries for r in refs))
@@ -228,18 +273,28 @@ def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
         events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
                     store=store_cfg.url, endpoint=store_cfg.endpoint_url,
                     predictor=cfg.predictor, created_at=manifest.created_at)
-        outcomes = fan_out(spec, cfg.members, events, progress, cfg.task_options)
+        outcomes = fan_out(spec, cfg.members, events, progress, cfg.task_options,
+                           cfg.stall_timeout)
         refs = {m: Expectation(o.checksum, o.bytes) for m, o in outcomes.items()
                 if isinstance(o, PredictionRef)}
         progress.status(f"gate: listing and verifying {len(cfg.members)} members ...")
+        gate_ref = gate_task.options(**cfg.gate_options).remote(
+            store_cfg, cfg.run_id, list(cfg.members), cfg.codec, None, refs, cfg.verify,
+            cfg.gate_concurrency)
         try:
-            verdict: Verdict = ray.get(gate_task.options(**cfg.gate_options).remote(
-                store_cfg, cfg.run_id, list(cfg.members), cfg.codec, None, refs, cfg.verify,
-                cfg.gate_concurrency))
+            verdict: Verdict = ray.get(gate_ref, timeout=cfg.gate_timeout)
         except RayTaskError as exc:
             if isinstance(exc.cause, S43Error):
                 raise exc.cause from None
-            raise
+            raise ClusterError(f"gate task failed: {_first_line(exc)}") from exc
+        except GetTimeoutError as exc:
+            with contextlib.suppress(Exception):
+                ray.cancel(gate_ref, force=True)
+            raise ClusterError(f"gate task gave no verdict within {cfg.gate_timeout:.0f}s "
+                               "(no resources to schedule it, or the store is too slow)"
+                               ) from exc
+        except RayError as exc:
+            raise ClusterError(f"gate task failed: {_first_line(exc)}") from exc
     progress.clear()
     report_verdict(verdict, events, store_cfg.endpoint_url)
     persisted = persist_verdict(store, layout, verdict, events)

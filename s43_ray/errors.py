@@ -34,6 +34,15 @@ EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130  # the shell convention for SIGINT
 
+# Error classes that say the store or the cluster failed, not the cohort: a failed gate whose
+# members failed for one of these reasons exits 3, so the operator fixes the infrastructure
+# (then resumes) instead of hunting for a missing member.
+STORE_ERROR_CLASSES = frozenset({"unreachable", "auth", "no_such_bucket", "throttled", "store",
+                                 "timeout"})
+CLUSTER_ERROR_CLASSES = frozenset({"worker_died", "node_died", "unschedulable", "oom",
+                                   "cancelled", "task_error", "cluster", "stalled"})
+INFRA_ERROR_CLASSES = STORE_ERROR_CLASSES | CLUSTER_ERROR_CLASSES
+
 
 class S43Error(Exception):
     """Base of every error s43_ray raises on purpose."""

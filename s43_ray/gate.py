@@ -56,6 +56,7 @@ class MemberCheck:
     bytes: int = 0
     read_seconds: float = 0.0
     last_modified: float | None = None
+    downloaded: bool = False  # head-mode checks that were verified from the store's checksum
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Verdict:
     expected: int
     cohort_count: int
     status: str
+    reason: str  # one line: why it passed or failed, naming members
     missing: list[str]
     invalid: dict[str, str]  # member -> "error_class: detail"
     unexpected: list[str]  # keys under the run prefix that belong to no member
@@ -120,15 +122,21 @@ def _verify_one(store: Store, member: str, key: str, codec: Codec,
         elapsed = time.perf_counter() - t0
         want_sum, want_bytes = _check_metadata(info, codec, expect)
         codecs.verify(body, codec=codec, expected_checksum=want_sum, expected_bytes=want_bytes)
-        codecs.decode(body, codec)  # proves it opens safely; nothing is unpickled
+        try:
+            codecs.decode(body, codec)  # proves it opens safely; nothing is unpickled
+        except LoadError:
+            raise
+        except Exception as exc:  # a crafted payload may break a decoder in any way
+            raise CodecMismatch(f"does not decode: {type(exc).__name__}: {exc}") from exc
         return MemberCheck(member, key, "ok", bytes=info.size, read_seconds=elapsed,
-                           last_modified=info.last_modified)
+                           last_modified=info.last_modified, downloaded=True)
     except LoadError as exc:
         return MemberCheck(member, key, "invalid", exc.error_class, str(exc))
     except S43Error as exc:
         if exc.error_class == "not_found":  # deleted between LIST and GET
             return MemberCheck(member, key, "missing", "not_found", str(exc))
-        raise
+        # The store refused or failed this read after retries: not verified, so not counted.
+        return MemberCheck(member, key, "invalid", exc.error_class, str(exc))
 
 
 def _check_metadata(info: ObjectInfo, codec: Codec, expect: Expectation | None
@@ -177,6 +185,9 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
             (present if found[1] == codec else other_codec)[found[0]] = info.key
         else:
             unexpected.append(info.key)
+    # A member present in the run's format may also have a stray object in the other format.
+    unexpected.extend(k for m, k in other_codec.items() if m in present)
+    unexpected.sort()
     refs = refs or {}
     checks: dict[str, MemberCheck] = {}
     for m in members:
@@ -200,10 +211,30 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
     exp = len(members) if expected is None else expected
     status = PASSED if count == exp and not missing and not invalid else FAILED
     return Verdict(run_id=run_id, store=store.url, codec=codec, expected=exp,
-                   cohort_count=count, status=status, missing=missing, invalid=invalid,
+                   cohort_count=count, status=status,
+                   reason=_reason(run_id, exp, len(members), count, missing, invalid),
+                   missing=missing, invalid=invalid,
                    unexpected=unexpected, checks=ordered, verify=mode, listed_keys=listed,
                    started_at=started, finished_at=rfc3339_now(),
                    gate_seconds=time.perf_counter() - t0, node_id=node_id)
+
+
+def _reason(run_id: str, expected: int, listed: int, count: int, missing: list[str],
+            invalid: dict[str, str]) -> str:
+    """One line saying why the gate decided as it did, naming members (first 10)."""
+    def names(items: Sequence[str]) -> str:
+        return str(list(items[:10])) + (f" (+{len(items) - 10} more)" if len(items) > 10 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {expected} members missing: {names(missing)}")
+    if invalid:
+        parts.append(f"{len(invalid)} invalid: {names(sorted(invalid))}")
+    if listed != expected:
+        parts.append(f"the cohort has {listed} members but {expected} are expected")
+    if not parts:
+        return f"run {run_id!r}: {count} of {expected} members present and verified"
+    return f"run {run_id!r}: " + "; ".join(parts)
 
 
 @ray.remote(max_retries=2)

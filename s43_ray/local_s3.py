@@ -125,14 +125,21 @@ class LocalS3:
 
     def _lock(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.data_dir / ".lock", "w")  # noqa: SIM115 - held until stop()
+        self._lock_file = open(self.data_dir / ".lock", "a+")  # noqa: SIM115 - held until stop()
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "unknown"
             self._lock_file.close()
             self._lock_file = None
             raise ClusterError(f"embedded S3 data folder {self.data_dir} is in use by another "
-                               "s43-ray; expected a free folder (set S43_LOCAL_S3_DIR)") from exc
+                               f"s43-ray (pid {holder}); expected a free folder "
+                               "(--local-dir or S43_LOCAL_S3_DIR)") from exc
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"{os.getpid()}\n")
+        self._lock_file.flush()
 
     def _credentials(self) -> dict[str, object]:
         """Load or create this folder's identity; the file is readable by its owner only."""

@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,12 +24,14 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
 )
 
 from .config import StoreConfig
 from .errors import (
     AccessDenied,
+    InputError,
     NoSuchBucket,
     ObjectNotFound,
     StoreError,
@@ -128,12 +129,14 @@ def _client(cfg: StoreConfig) -> tuple[S3Client, _RetryLogger]:
     if cfg.access_key_id and cfg.secret_access_key:
         kwargs["aws_access_key_id"] = cfg.access_key_id.value
         kwargs["aws_secret_access_key"] = cfg.secret_access_key.value
-    session = boto3.session.Session()
-    if session.get_credentials() is None and "aws_access_key_id" not in kwargs:
-        kwargs["config"] = botocfg.merge(Config(signature_version=UNSIGNED))
-        log.warning("no S3 credentials found; sending anonymous requests to %s",
-                    cfg.endpoint_url or "AWS")
-    client = session.client("s3", **kwargs)
+    try:
+        client = boto3.session.Session().client("s3", **kwargs)
+    except ProfileNotFound as exc:
+        raise InputError(f"AWS profile {exc.kwargs.get('profile')!r} is not configured; "
+                         "expected a profile from ~/.aws/config or no AWS_PROFILE") from exc
+    except BotoCoreError as exc:
+        raise StoreError(f"S3 client for {cfg.endpoint_url or 'AWS S3'} could not be built: "
+                         f"{exc}") from exc
     retry_logger = _RetryLogger(cfg.endpoint_url or "AWS S3")
     client.meta.events.register("request-created.s3.*", retry_logger)
     return client, retry_logger

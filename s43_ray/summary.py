@@ -37,6 +37,7 @@ class Summary:
     invalid: dict[str, str]
     unexpected: list[str]
     persist_failed: dict[str, str] = field(default_factory=dict)  # member -> error class: message
+    reason: str = ""
     command: str = "run"
     codec: str = ""
     store: str = ""
@@ -50,6 +51,7 @@ class Summary:
     gate_node: str = ""
     gate_key: str = ""
     gate_persisted: bool = False
+    infra_errors: int = 0  # members that failed for a store or cluster reason (see errors.py)
     s3_retries: int = 0
     version: str = __version__
 
@@ -60,7 +62,7 @@ class Summary:
     @property
     def exit_code(self) -> int:
         if self.status != "passed":
-            return EXIT_GATE_FAILED
+            return EXIT_UNREACHABLE if self.infra_errors else EXIT_GATE_FAILED
         return EXIT_PASSED if self.gate_persisted else EXIT_UNREACHABLE
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +83,7 @@ class Summary:
         lines = [
             f"run {self.run_id}: gate {verdict} {self.cohort_count}/{self.expected} members "
             f"({self.codec}, {self.store})",
+            *([f"  {self.reason}"] if self.status != "passed" and self.reason else []),
             f"  bytes written {_size(self.bytes_written)}, read {_size(self.bytes_read)}; "
             f"wall {self.wall_seconds:.1f}s; s3 retries {self.s3_retries}",
             f"  write latency {ms(self.write_latency_s)}",

@@ -37,7 +37,7 @@ STORE_FLAGS = {"--store", "--endpoint-url", "--region", "--addressing-style", "-
 def test_run_flags_are_pinned() -> None:
     assert _flags("run") == STORE_FLAGS | {
         "--run-id", "--cohort-size", "--members", "--rows", "--format", "--predictor",
-        "--address", "--num-cpus", "--verify"}
+        "--address", "--num-cpus", "--verify", "--stall-timeout"}
 
 
 def test_gate_flags_are_pinned() -> None:
@@ -49,7 +49,7 @@ def test_event_names_are_pinned() -> None:
     assert events.EVENT_NAMES == (
         "s43_run_started", "s43_pred_persisted", "s43_pred_persist_failed",
         "s43_pred_load_failed", "s43_acquire_outcome", "s43_gate_outcome",
-        "s43_gate_persisted", "s43_gate_persist_failed")
+        "s43_gate_persisted", "s43_gate_persist_failed", "s43_run_failed")
 
 
 def test_exit_codes_are_pinned() -> None:
@@ -88,7 +88,7 @@ def test_summary_fields_are_pinned() -> None:
             "unexpected", "persist_failed", "write_latency_s", "read_latency_s",
             "bytes_written", "bytes_read", "wall_seconds", "gate_key", "gate_persisted",
             "writer_nodes", "gate_node", "s3_retries", "codec", "store", "endpoint",
-            "command", "version"} == set(s.to_dict())
+            "command", "version", "reason", "infra_errors"} == set(s.to_dict())
 
 
 def test_public_api_is_pinned() -> None:

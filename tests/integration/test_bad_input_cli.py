@@ -111,6 +111,10 @@ def test_closed_port_endpoint_exits_3_naming_it(cli: Cli, store_cfg: StoreConfig
     assert endpoint in errors[0]
     assert r.summary["status"] == "error" and r.summary["exit_code"] == 3
     assert r.summary["error_class"] == "unreachable"
+    assert r.summary["run_id"] == "closed-port"
+    (failed,) = r.named("s43_run_failed")  # what an alert on infrastructure failures sees
+    assert failed["severity"] == "error" and failed["error_class"] == "unreachable"
+    assert failed["run_id"] == "closed-port" and endpoint in failed["message"]
 
 
 def test_gate_on_closed_port_exits_3(cli: Cli, store_cfg: StoreConfig) -> None:

@@ -317,3 +317,37 @@ def test_failing_predictor_fails_the_gate_with_error_events(cli: Cli, store_args
     assert outcome["severity"] == "error"
     base = f"{store_cfg.prefix}/pred-fail/"
     assert keys_under(store, base) == [f"{base}_gate.json", f"{base}_run.json"]
+
+
+def test_stalled_members_are_cancelled_and_reported_exit_3(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    r = cli("run", "--run-id", "stalled", "--cohort-size", "2", "--rows", "10",
+            "--predictor", "tests.predictors:hang", "--stall-timeout", "3", "--json",
+            *store_args)
+
+    assert r.code == 3, r.stderr
+    s = r.summary
+    assert s["status"] == "failed" and s["cohort_count"] == 0
+    assert s["missing"] == members(2)
+    assert s["infra_errors"] == 2
+    failed = r.named("s43_pred_persist_failed")
+    assert sorted(e["member"] for e in failed) == members(2)
+    assert {e["error_class"] for e in failed} == {"stalled"}
+    assert all(e["severity"] == "error" for e in failed)
+    assert "no member finished for 3s" in failed[0]["message"]
+    assert keys_under(store, run_prefix(store_cfg, "stalled")) == [
+        f"{run_prefix(store_cfg, 'stalled')}_gate.json",
+        f"{run_prefix(store_cfg, 'stalled')}_run.json"]
+
+
+def test_unsupported_dtype_in_arrow_is_a_persist_failure_not_a_predictor_bug(
+        cli: Cli, store_args: list[str]) -> None:
+    r = cli("run", "--run-id", "f128", "--cohort-size", "1", "--rows", "10", "--format",
+            "arrow", "--predictor", "tests.predictors:extended_precision", "--json",
+            *store_args)
+
+    assert r.code == 1
+    (failed,) = r.named("s43_pred_persist_failed")
+    assert failed["error_class"] == "unsafe_payload"
+    assert "float128" in failed["message"] and "npz" in failed["message"]
+    assert r.summary["missing"] == ["m00000"]

@@ -59,3 +59,31 @@ def test_endpoint_without_store_is_refused_before_any_server_starts(
     assert code == 2
     assert "--endpoint-url 'http://127.0.0.1:9' was given without --store" in err
     assert not (tmp_path / "weed.log").exists()
+
+
+def test_empty_member_list_is_refused_not_replaced_by_the_default() -> None:
+    code, _, err = _run("run", "--members", "", "--store", "s3://s43-never-contacted/p")
+
+    assert code == 2
+    assert "member '' is not a valid name" in err
+
+
+def test_an_unforeseen_error_exits_3_as_internal_with_an_event_and_a_json_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("s43_ray.cli.run_cohort", broken)
+    code, out, err = _run("run", "--run-id", "r-internal", "--store",
+                          "s3://s43-never-contacted/p", "--json")
+
+    assert code == 3
+    error = json.loads(out.strip().splitlines()[-1])
+    assert error == {"status": "error", "exit_code": 3, "error_class": "internal",
+                     "message": "internal error: RuntimeError: boom", "command": "run",
+                     "run_id": "r-internal"}
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    (failed,) = [e for e in events if e["event"] == "s43_run_failed"]
+    assert failed["severity"] == "error" and failed["error_class"] == "internal"
+    assert failed["run_id"] == "r-internal"
+    assert "s43-ray: error: internal error: RuntimeError: boom" in err

@@ -410,3 +410,13 @@ def test_encoded_s3_checksum_is_the_bare_base64_value() -> None:
     assert encoded.checksum == f"crc64nvme:{encoded.s3_checksum}"
     assert encoded.checksum == codec.checksum(encoded.payload)
     assert encoded.nbytes == len(bytes(encoded.payload))
+
+
+@pytest.mark.parametrize("dtype", [np.longdouble, np.clongdouble])
+def test_arrow_refuses_extended_precision_and_points_to_npz(dtype: type) -> None:
+    arr = np.zeros(3, dtype=dtype)
+    if arr.dtype.itemsize <= 8 or (arr.dtype.kind == "c" and arr.dtype.itemsize <= 16):
+        pytest.skip("this platform's long double is a plain double")
+    with pytest.raises(UnsafeArray, match="use --format npz"):
+        codec.encode({"a": arr}, "arrow")
+    assert codec.decode(codec.encode({"a": arr}, "npz").payload, "npz")["a"].dtype == arr.dtype

@@ -8,9 +8,11 @@ import pytest
 
 from s43_ray.codec import Codec
 from s43_ray.config import StoreConfig
+from s43_ray.driver import summarize
+from s43_ray.errors import InputError, StoreUnreachable
 from s43_ray.gate import Expectation, Verdict, run_gate
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.store import MemoryStore
+from s43_ray.store import MemoryStore, ObjectInfo
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
 
 PREFIX = "p"
@@ -318,3 +320,56 @@ def test_verdict_json_carries_what_an_operator_needs(store: MemoryStore) -> None
     assert isinstance(record["version"], str) and record["version"]
     assert record["started_at"].endswith("Z") and record["finished_at"].endswith("Z")
     assert [c["member"] for c in record["checks"]] == members
+
+
+def test_gate_reports_a_stray_other_format_object_of_a_present_member_as_unexpected(
+        store: MemoryStore) -> None:
+    members = member_names(2)
+    _persist(store, members, codec="arrow")
+    _persist(store, members[:1], codec="npz")  # a leftover in the other format
+
+    verdict = _gate(store, members, codec="arrow")
+
+    assert verdict.passed
+    assert verdict.unexpected == [LAYOUT.member_key("m00000", "npz")]
+
+
+def test_gate_marks_a_member_the_store_refuses_to_serve_invalid_with_the_store_class(
+        store: MemoryStore) -> None:
+    members = member_names(3)
+    refs = _persist(store, members)
+    down = LAYOUT.member_key("m00001", "npz")
+
+    class FlakyStore(MemoryStore):
+        def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
+            if key == down:
+                raise StoreUnreachable(f"GET {key}: unreachable (ReadTimeoutError)")
+            return super().get(key)
+
+    flaky = FlakyStore()
+    flaky.objects = store.objects
+
+    verdict = _gate(flaky, members, refs=refs)
+
+    assert not verdict.passed and verdict.cohort_count == 2
+    assert verdict.invalid == {"m00001": f"unreachable: GET {down}: unreachable "
+                                          "(ReadTimeoutError)"}
+    summary = summarize(verdict, command="gate", store_cfg=StoreConfig(bucket="memory"),
+                        gate_key=LAYOUT.gate_key, gate_persisted=True, wall=0.0)
+    assert summary.infra_errors == 1
+    assert summary.exit_code == 3  # the store failed, not the cohort
+
+
+def test_gate_reason_names_missing_members_and_a_count_mismatch(store: MemoryStore) -> None:
+    members = member_names(3)
+    _persist(store, members[:2])
+
+    verdict = _gate(store, members, expected=4)
+
+    assert verdict.reason == (f"run {RUN!r}: 1 of 4 members missing: ['m00002']; "
+                              "the cohort has 3 members but 4 are expected")
+
+
+def test_gate_refuses_a_member_list_with_duplicates(store: MemoryStore) -> None:
+    with pytest.raises(InputError, match="twice"):
+        _gate(store, ["m00000", "m00000"])
