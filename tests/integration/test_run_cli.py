@@ -351,3 +351,18 @@ def test_unsupported_dtype_in_arrow_is_a_persist_failure_not_a_predictor_bug(
     assert failed["error_class"] == "unsafe_payload"
     assert "float128" in failed["message"] and "npz" in failed["message"]
     assert r.summary["missing"] == ["m00000"]
+
+
+def test_gate_runs_as_its_own_ray_task_and_writers_are_ray_nodes(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    r = cli("run", "--run-id", "placement", "--cohort-size", "4", "--rows", "100", "--json",
+            *store_args)
+
+    assert r.code == 0, r.stderr
+    s = r.summary
+    assert len(s["gate_node"]) == 56 and int(s["gate_node"], 16) >= 0  # a Ray node id
+    assert s["writer_nodes"] == 1  # one local node in this tier; the smoke spreads them
+    node_ids = {e["node_id"] for e in r.named("s43_pred_persisted")}
+    assert node_ids == {s["gate_node"]}
+    gate = json.loads(bytes(store.get(f"{run_prefix(store_cfg, 'placement')}_gate.json")[0]))
+    assert gate["node_id"] == s["gate_node"]

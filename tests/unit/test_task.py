@@ -141,3 +141,20 @@ def test_persist_member_outside_ray_does_not_start_ray(
     assert isinstance(outcome, PredictionRef)
     assert outcome.node_id == "local"
     assert ray_init_attempts == []
+
+
+def test_a_reference_stays_small_whatever_the_payload() -> None:
+    import pickle
+
+    from s43_ray.config import StoreConfig
+    from s43_ray.task import TaskSpec
+
+    spec = TaskSpec(StoreConfig(bucket="memory", prefix="p"), "r", "arrow", 1_000_000,
+                    "s43_ray.predict:default_predictor")
+    store = MemoryStore()
+
+    ref = persist_member(store, spec, "m00000")
+
+    assert isinstance(ref, PredictionRef)
+    assert ref.bytes > 10_000_000  # ~13 MiB went to the store ...
+    assert len(pickle.dumps(ref)) < 2048  # ... and the driver receives under 2 KiB
