@@ -176,11 +176,10 @@ def _decode_npz(payload: bytes | memoryview) -> dict[str, np.ndarray]:
     if sniff(payload) != "npz":
         raise CodecMismatch("not an npz (no zip signature)")
     try:
-        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
-            foreign = [n for n in zf.namelist() if not n.endswith(".npy")]
-        if foreign:
-            raise CodecMismatch(f"npz holds non-array entries {foreign[:5]}")
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            foreign = [n for n in npz.zip.namelist() if not n.endswith(".npy")]
+            if foreign:
+                raise CodecMismatch(f"npz holds non-array entries {foreign[:5]}")
             out = {name: npz[name] for name in npz.files}
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):

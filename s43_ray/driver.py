@@ -25,7 +25,7 @@ from .config import StoreConfig
 from .errors import INFRA_ERROR_CLASSES, ClusterError, InputError, S43Error
 from .gate import Expectation, Verdict, VerifyMode, gate_task, run_gate
 from .keys import RunLayout
-from .manifest import RunManifest, claim_run
+from .manifest import RunManifest, claim_run, write_manifest
 from .progress import Progress
 from .store import S3Store, Store
 from .summary import Summary, latency_stats
@@ -237,11 +237,12 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: StoreConfig, gate_ke
                 if isinstance(o, PersistFailure)}
     ok = [c for c in verdict.checks if c.status == "ok"]
     read = [c for c in ok if c.downloaded]
+    counted = {c.member for c in ok}
     infra = {c.member for c in verdict.checks
              if c.status != "ok" and c.error_class in INFRA_ERROR_CLASSES}
     infra |= {o.member for o in (outcomes or {}).values()
               if isinstance(o, PersistFailure) and o.error_class in INFRA_ERROR_CLASSES
-              and o.member not in {c.member for c in ok}}
+              and o.member not in counted}
     return Summary(
         run_id=verdict.run_id, status=verdict.status, expected=verdict.expected,
         cohort_count=verdict.cohort_count, missing=verdict.missing, invalid=verdict.invalid,
@@ -266,10 +267,12 @@ def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
     spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor)
     progress = progress or Progress(len(cfg.members), enabled=False)
     wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows, cfg.predictor)
-    claim_run(store, layout, wanted, write=False)  # a reused run id: exit 2 before Ray starts
+    # A reused run id with another cohort is refused (exit 2) before Ray starts.
+    manifest = claim_run(store, layout, wanted, write=False)
     with ray_session(cfg.address, cfg.num_cpus):
         # Written only once the store and the cluster both answer: a refused run leaves nothing.
-        manifest = claim_run(store, layout, wanted)
+        if manifest is wanted:  # claim_run returned ours: the run is new
+            write_manifest(store, layout, manifest)
         events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
                     store=store_cfg.url, endpoint=store_cfg.endpoint_url,
                     predictor=cfg.predictor, created_at=manifest.created_at)

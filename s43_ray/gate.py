@@ -56,7 +56,7 @@ class MemberCheck:
     bytes: int = 0
     read_seconds: float = 0.0
     last_modified: float | None = None
-    downloaded: bool = False  # head-mode checks that were verified from the store's checksum
+    downloaded: bool = False  # False for head-mode checks verified by the store's own checksum
 
 
 @dataclass(frozen=True)

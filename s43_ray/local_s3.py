@@ -23,8 +23,6 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -88,13 +86,6 @@ def default_data_dir() -> Path:
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    endpoint_url: str
-    access_key_id: str
-    pid: int
 
 
 class LocalS3:
@@ -251,15 +242,3 @@ class LocalS3:
         }
         fields.update(overrides)
         return StoreConfig(**fields)  # type: ignore[arg-type]
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-
-@contextlib.contextmanager
-def embedded_store(data_dir: Path | str | None, prefix: str = DEFAULT_PREFIX
-                   ) -> Iterator[StoreConfig]:
-    """Start the embedded server for the length of a command and yield its store config."""
-    with LocalS3(data_dir) as server:
-        yield server.store_config(prefix)

@@ -89,7 +89,8 @@ def write_manifest(store: Store, layout: RunLayout, manifest: RunManifest) -> No
 def claim_run(store: Store, layout: RunLayout, manifest: RunManifest, *,
               write: bool = True) -> RunManifest:
     """Record the manifest, or check a re-triggered run asks for the same cohort.
-    With ``write=False`` only the check is made (to refuse bad input before any work)."""
+    Returns the stored manifest, or ``manifest`` itself when the run is new. With
+    ``write=False`` only the check is made (to refuse bad input before any work)."""
     existing = read_manifest(store, layout)
     if existing is None:
         if write:

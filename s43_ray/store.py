@@ -297,10 +297,6 @@ class S3Store:
             raise self._fail(exc, "LIST", self.cfg.prefix + "/") from exc
 
 
-def open_store(cfg: StoreConfig) -> S3Store:
-    return S3Store(cfg)
-
-
 def admin_create_bucket(cfg: StoreConfig, bucket: str) -> None:
     """Create ``bucket`` if it does not exist (embedded server and tests only)."""
     client, _ = _client(cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import ray
 
@@ -68,7 +68,6 @@ class PersistFailure:
     message: str
     node_id: str = ""
     attempts: int = 1  # S3 attempts made for the PUT (1 + botocore retries)
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 PersistOutcome = PredictionRef | PersistFailure
