@@ -23,9 +23,13 @@ from .codec import CODECS, Codec
 from .config import (
     ADDRESSING_STYLES,
     S3_CHECKSUMS,
+    AnyStoreConfig,
     EnvDefaults,
+    FileStoreConfig,
     StoreConfig,
     env_defaults,
+    is_file_url,
+    parse_file_url,
     parse_store_url,
     validate_endpoint,
 )
@@ -50,7 +54,10 @@ from .local_s3 import LocalS3
 from .manifest import read_manifest
 from .predict import DEFAULT_PREDICTOR, load_predictor
 from .progress import Progress
-from .store import S3Store
+from .smoke import DEFAULT_NODES as DEFAULT_SMOKE_NODES
+from .smoke import MAX_NODES as MAX_SMOKE_NODES
+from .smoke import MEMBERS_PER_NODE, SMOKE_ROWS, SmokeConfig, SmokeReport, run_smoke
+from .store import open_store
 from .summary import Summary
 
 log = logging.getLogger("s43_ray.cli")
@@ -100,7 +107,9 @@ def _int_in(name: str, lo: int, hi: int) -> Any:
 def _store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
     g = p.add_argument_group("store")
     g.add_argument("--store", default=env.store, metavar="s3://BUCKET/PREFIX",
-                   help="where predictions go (env S43_STORE); default: the embedded local server")
+                   help="where predictions go (env S43_STORE): s3://BUCKET/PREFIX, or "
+                        "file:///DIR on a volume every node mounts; default: the embedded "
+                        "local server")
     p.set_defaults(env_endpoint_url=env.endpoint_url)
     g.add_argument("--endpoint-url", default=None, metavar="URL",
                    help="S3 endpoint, e.g. https://s3.fr-par.scw.cloud (env AWS_ENDPOINT_URL_S3)")
@@ -162,11 +171,28 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
     gate.add_argument("--format", choices=CODECS, help="object format (default: the manifest's)")
     gate.add_argument("--verify", choices=("full", "head"), default="full")
     _store_flags(gate, env)
+
+    smoke = sub.add_parser(
+        "smoke", help="cross-pod proof on one machine: a multi-node Ray cluster, the cohort "
+                      "through S3 (must pass) and through pod-local folders (must fail)")
+    smoke.add_argument("--nodes", type=_int_in("nodes", 3, MAX_SMOKE_NODES),
+                       default=DEFAULT_SMOKE_NODES,
+                       help=f"worker nodes besides the head (default {DEFAULT_SMOKE_NODES})")
+    smoke.add_argument("--members-per-node", type=_int_in("members per node", 1, 100),
+                       default=MEMBERS_PER_NODE,
+                       help=f"cohort size = nodes x this (default {MEMBERS_PER_NODE})")
+    smoke.add_argument("--rows", type=_int_in("rows", 1, MAX_ROWS), default=SMOKE_ROWS,
+                       help=f"predictions per member (default {SMOKE_ROWS})")
+    smoke.add_argument("--format", choices=CODECS, default=DEFAULT_CODEC)
+    smoke.add_argument("--run-id", help="the S3 run's id (default: a fresh one)")
+    smoke.add_argument("--kill-node", action="store_true",
+                       help="remove one worker node while members are being written")
+    _store_flags(smoke, env)
     return parser
 
 
 @contextlib.contextmanager
-def _store(args: argparse.Namespace) -> Iterator[StoreConfig]:
+def _store(args: argparse.Namespace) -> Iterator[AnyStoreConfig]:
     """The configured store, or the embedded local server for the length of the command."""
     endpoint = args.endpoint_url or args.env_endpoint_url
     if endpoint:
@@ -179,6 +205,12 @@ def _store(args: argparse.Namespace) -> Iterator[StoreConfig]:
             raise InputError(f"{env}={value!r} is not valid; expected one of {list(allowed)}")
     common: dict[str, Any] = {"addressing_style": args.addressing_style,
                               "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts}
+    if args.store and is_file_url(args.store):
+        if args.endpoint_url:
+            raise InputError(f"--endpoint-url {args.endpoint_url!r} does not apply to the file "
+                             f"store {args.store!r}; expected no --endpoint-url")
+        yield FileStoreConfig(root=parse_file_url(args.store))
+        return
     if args.store:
         bucket, prefix = parse_store_url(args.store)
         yield StoreConfig(bucket=bucket, prefix=prefix, endpoint_url=endpoint,
@@ -206,12 +238,23 @@ def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
         return run_cohort(cfg, store_cfg, events, progress)
 
 
+def _cmd_smoke(args: argparse.Namespace, events: EventLog) -> SmokeReport:
+    run_id = validate_run_id(args.run_id) if args.run_id is not None else None
+    cfg = SmokeConfig(nodes=args.nodes, members_per_node=args.members_per_node, rows=args.rows,
+                      codec=args.format, kill_node=args.kill_node, run_id=run_id)
+    with _store(args) as store_cfg:
+        if isinstance(store_cfg, FileStoreConfig):
+            raise InputError(f"smoke --store {args.store!r} is a file store; expected an S3 "
+                             "store (the smoke compares S3 with pod-local files itself)")
+        return run_smoke(cfg, store_cfg, events)
+
+
 def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
     run_id = validate_run_id(args.run_id)
     events.run_id = run_id
     explicit = parse_members(args.members) if args.members is not None else None
     with _store(args) as store_cfg:
-        store = S3Store(store_cfg)
+        store = open_store(store_cfg)
         store.check()
         manifest = read_manifest(store, RunLayout(store_cfg.prefix, run_id))
         if explicit:
@@ -243,7 +286,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         wants_json = "--json" in argv
-        command = next((a for a in argv if a in {"run", "gate"}), "")
+        command = next((a for a in argv if a in {"run", "gate", "smoke"}), "")
         return _fail(argparse.Namespace(json=wants_json, command=command), out, err,
                      exc.exit_code, "usage", str(exc), None)
     on_main = threading.current_thread() is threading.main_thread()
@@ -259,7 +302,11 @@ def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     level: Severity = args.events or ("warning" if err.isatty() else "info")
     events = EventLog(err, min_severity=level)
     try:
-        summary = {"run": _cmd_run, "gate": _cmd_gate}[args.command](args, events)
+        summary: Summary | SmokeReport
+        if args.command == "smoke":
+            summary = _cmd_smoke(args, events)
+        else:
+            summary = {"run": _cmd_run, "gate": _cmd_gate}[args.command](args, events)
     except S43Error as exc:
         return _fail(args, out, err, exc.exit_code, exc.error_class, str(exc), events)
     except KeyboardInterrupt:

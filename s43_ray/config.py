@@ -72,11 +72,59 @@ class StoreConfig:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
+@dataclass(frozen=True)
+class FileStoreConfig:
+    """A directory used as the store: ``file:///mnt/shared`` holds ``<root>/<prefix>/<run_id>/..``.
+
+    Correct only when every node sees the same directory (a shared volume such as NFS). The root
+    is resolved on the node that opens it, ``~`` and ``$VARS`` included: on a pod's own disk
+    (``file:///tmp``) each node sees only its own files, the bug this project exists to fix.
+    """
+
+    root: str
+    prefix: str = DEFAULT_PREFIX
+    max_attempts: int = 1  # no network, no retries; kept for symmetry with StoreConfig
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.root}"
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return None
+
+
+AnyStoreConfig = StoreConfig | FileStoreConfig
+
+
+def is_file_url(url: str) -> bool:
+    return url.startswith("file:")
+
+
+def parse_file_url(url: str) -> str:
+    """``file:///ABSOLUTE/DIR`` -> the directory; ``~`` and ``$VARS`` are left for each node."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in {"", "localhost"} or parts.query \
+            or parts.fragment:
+        raise InvalidStoreUrl(f"store {url!r} is not a file store URL; expected file:///DIR")
+    path = parts.path.rstrip("/") or "/"
+    if not path.startswith("/"):
+        raise InvalidStoreUrl(f"store {url!r} has a relative path; expected file:///ABSOLUTE/DIR")
+    if path == "/":
+        raise InvalidStoreUrl(f"store {url!r} is the filesystem root; expected file:///SHARED/DIR")
+    if path.startswith(("/$", "/~")):
+        path = path[1:]  # file:///$TMPDIR/x and file:///~/x name $TMPDIR/x and ~/x
+    if ".." in path.split("/") or "\x00" in path:
+        raise InvalidStoreUrl(f"store {url!r} contains '..'; expected a plain directory path")
+    return path
+
+
 def parse_store_url(url: str) -> tuple[str, str]:
     """``s3://BUCKET[/PREFIX]`` -> (bucket, prefix); the default prefix when none is given."""
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-        raise InvalidStoreUrl(f"store {url!r} is not a store URL; expected s3://BUCKET/PREFIX")
+        raise InvalidStoreUrl(f"store {url!r} is not a store URL; expected s3://BUCKET/PREFIX "
+                              "or file:///SHARED/DIR")
     bucket = parts.netloc
     if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket) \
             or bucket != bucket.lower() or not bucket[0].isalnum() or not bucket[-1].isalnum():

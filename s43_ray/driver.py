@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +21,13 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from . import events as ev
 from .codec import Codec
-from .config import StoreConfig
+from .config import AnyStoreConfig
 from .errors import INFRA_ERROR_CLASSES, ClusterError, InputError, S43Error
 from .gate import Expectation, Verdict, VerifyMode, gate_task, run_gate
 from .keys import RunLayout
 from .manifest import RunManifest, claim_run, write_manifest
 from .progress import Progress
-from .store import S3Store, Store
+from .store import Store, open_store
 from .summary import Summary, latency_stats
 from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec, persist_task
 
@@ -66,6 +66,10 @@ class RunConfig:
     gate_timeout: float = GATE_TIMEOUT_S
     task_options: Mapping[str, Any] = field(default_factory=dict)
     gate_options: Mapping[str, Any] = field(default_factory=dict)
+    # Per-member Ray options on top of task_options (e.g. node affinity in the smoke).
+    member_options: Callable[[str], Mapping[str, Any]] | None = None
+    # Called in the driver for each member as it finishes (e.g. the smoke removes a node).
+    on_outcome: Callable[[str, PersistOutcome], None] | None = None
 
 
 def probe_address(address: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
@@ -153,10 +157,16 @@ def _stalled(spec: TaskSpec, pending: dict[Any, str], stall_timeout: float,
 
 def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
             progress: Progress, task_options: Mapping[str, Any],
-            stall_timeout: float = STALL_TIMEOUT_S) -> dict[str, PersistOutcome]:
+            stall_timeout: float = STALL_TIMEOUT_S,
+            member_options: Callable[[str], Mapping[str, Any]] | None = None,
+            on_outcome: Callable[[str, PersistOutcome], None] | None = None,
+            ) -> dict[str, PersistOutcome]:
     """Submit one persist task per member and gather their references as they finish."""
     layout = RunLayout(spec.store.prefix, spec.run_id)
-    pending = {persist_task.options(**task_options).remote(spec, m): m for m in members}
+    pending = {}
+    for m in members:
+        opts = {**task_options, **member_options(m)} if member_options else task_options
+        pending[persist_task.options(**opts).remote(spec, m)] = m
     outcomes: dict[str, PersistOutcome] = {}
     progress.start()
     last_done = time.monotonic()
@@ -188,6 +198,8 @@ def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
                             node_id=outcome.node_id, endpoint=spec.store.endpoint_url,
                             message=outcome.message)
             progress.advance(failed=not isinstance(outcome, PredictionRef))
+            if on_outcome is not None:
+                on_outcome(member, outcome)
     progress.close()
     return outcomes
 
@@ -229,7 +241,7 @@ def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
     return True
 
 
-def summarize(verdict: Verdict, *, command: str, store_cfg: StoreConfig, gate_key: str,
+def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
               gate_persisted: bool, wall: float,
               outcomes: Mapping[str, PersistOutcome] | None = None) -> Summary:
     refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
@@ -257,11 +269,11 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: StoreConfig, gate_ke
         s3_retries=sum(r.s3_retries for r in refs))
 
 
-def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
+def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                progress: Progress | None = None) -> Summary:
     """The main job: persist every member through S3, then gate the cohort from the store."""
     t0 = time.perf_counter()
-    store = S3Store(store_cfg)
+    store = open_store(store_cfg)
     store.check()  # exit 3 before anything is written if the store is unreachable or refuses
     layout = RunLayout(store_cfg.prefix, cfg.run_id)
     spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor)
@@ -277,7 +289,7 @@ def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
                     store=store_cfg.url, endpoint=store_cfg.endpoint_url,
                     predictor=cfg.predictor, created_at=manifest.created_at)
         outcomes = fan_out(spec, cfg.members, events, progress, cfg.task_options,
-                           cfg.stall_timeout)
+                           cfg.stall_timeout, cfg.member_options, cfg.on_outcome)
         refs = {m: Expectation(o.checksum, o.bytes) for m, o in outcomes.items()
                 if isinstance(o, PredictionRef)}
         progress.status(f"gate: listing and verifying {len(cfg.members)} members ...")
@@ -305,12 +317,12 @@ def run_cohort(cfg: RunConfig, store_cfg: StoreConfig, events: ev.EventLog,
                      gate_persisted=persisted, wall=time.perf_counter() - t0, outcomes=outcomes)
 
 
-def gate_existing(store_cfg: StoreConfig, *, run_id: str, members: Sequence[str], codec: Codec,
+def gate_existing(store_cfg: AnyStoreConfig, *, run_id: str, members: Sequence[str], codec: Codec,
                   expected: int | None, events: ev.EventLog, verify: VerifyMode = "full",
                   concurrency: int = 16) -> Summary:
     """Re-check a run from the store alone (no Ray tasks of the original run, no references)."""
     t0 = time.perf_counter()
-    store = S3Store(store_cfg)
+    store = open_store(store_cfg)
     layout = RunLayout(store_cfg.prefix, run_id)
     verdict = run_gate(store, run_id=run_id, prefix=store_cfg.prefix, members=members,
                        codec=codec, expected=expected, mode=verify, concurrency=concurrency,

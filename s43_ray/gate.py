@@ -19,7 +19,7 @@ import ray
 from . import __version__
 from . import codec as codecs
 from .codec import Codec
-from .config import StoreConfig
+from .config import AnyStoreConfig
 from .errors import (
     ChecksumMismatch,
     CodecMismatch,
@@ -30,7 +30,7 @@ from .errors import (
 )
 from .events import rfc3339_now
 from .keys import RunLayout
-from .store import ObjectInfo, S3Store, Store
+from .store import ObjectInfo, Store, open_store
 
 VerifyMode = Literal["full", "head"]
 # Concurrent verifications; below the client's connection pool (StoreConfig.max_pool_connections).
@@ -238,11 +238,11 @@ def _reason(run_id: str, expected: int, listed: int, count: int, missing: list[s
 
 
 @ray.remote(max_retries=2)
-def gate_task(cfg: StoreConfig, run_id: str, members: list[str], codec: Codec,
+def gate_task(cfg: AnyStoreConfig, run_id: str, members: list[str], codec: Codec,
               expected: int | None, refs: dict[str, Expectation], mode: VerifyMode,
               concurrency: int) -> Verdict:
     """The gate as its own Ray task (another "pod"): it sees only the store."""
     node = str(ray.get_runtime_context().get_node_id())
-    return run_gate(S3Store(cfg), run_id=run_id, prefix=cfg.prefix, members=members, codec=codec,
+    return run_gate(open_store(cfg), run_id=run_id, prefix=cfg.prefix, members=members, codec=codec,
                     expected=expected, refs=refs, mode=mode, concurrency=concurrency,
                     node_id=node)

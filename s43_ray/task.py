@@ -15,11 +15,11 @@ import ray
 
 from . import codec as codecs
 from .codec import ArraySpec, Codec
-from .config import StoreConfig
+from .config import AnyStoreConfig
 from .errors import S43Error
 from .keys import RunLayout
 from .predict import load_predictor
-from .store import S3Store, Store
+from .store import Store, open_store
 
 # Ray re-runs a task whose worker or node died this many times (system failures only; S3 errors
 # are retried inside botocore, and a predictor's own exception is not retried).
@@ -31,7 +31,7 @@ class TaskSpec:
     """What every persist task of a run needs; small and picklable (no clients, no secrets
     beyond the embedded server's, which :class:`~s43_ray.config.Secret` hides)."""
 
-    store: StoreConfig
+    store: AnyStoreConfig
     run_id: str
     codec: Codec
     rows: int
@@ -109,7 +109,7 @@ def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
 @ray.remote(max_retries=TASK_MAX_RETRIES, retry_exceptions=False)
 def persist_task(spec: TaskSpec, member: str) -> PersistOutcome:
     """Ray form of :func:`persist_member`: one client per worker process, reused."""
-    store = S3Store(spec.store)
+    store = open_store(spec.store)
     before = store.retries
     outcome = persist_member(store, spec, member)
     retried = store.retries - before

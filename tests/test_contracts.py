@@ -45,11 +45,16 @@ def test_gate_flags_are_pinned() -> None:
                                             "--verify"}
 
 
+def test_smoke_flags_are_pinned() -> None:
+    assert _flags("smoke") == STORE_FLAGS | {"--nodes", "--members-per-node", "--rows",
+                                             "--format", "--run-id", "--kill-node"}
+
+
 def test_event_names_are_pinned() -> None:
     assert events.EVENT_NAMES == (
         "s43_run_started", "s43_pred_persisted", "s43_pred_persist_failed",
         "s43_pred_load_failed", "s43_acquire_outcome", "s43_gate_outcome",
-        "s43_gate_persisted", "s43_gate_persist_failed", "s43_run_failed")
+        "s43_gate_persisted", "s43_gate_persist_failed", "s43_run_failed", "s43_smoke_outcome")
 
 
 def test_exit_codes_are_pinned() -> None:
