@@ -161,6 +161,9 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
                      default=int(STALL_TIMEOUT_S), metavar="SECONDS",
                      help="cancel and report pending members when none finished for this long "
                           f"(default {int(STALL_TIMEOUT_S)})")
+    run.add_argument("--resume", action="store_true",
+                     help="finish an earlier run (same --run-id, cohort and format): keep "
+                          "members already in the store and verified, compute the rest")
     _store_flags(run, env)
 
     gate = sub.add_parser("gate", help="re-check an existing run from the store alone")
@@ -230,7 +233,11 @@ def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
     load_predictor(args.predictor)  # bad input is refused here, before anything is written
     cfg = RunConfig(run_id=run_id, members=members, rows=args.rows, codec=args.format,
                     predictor=args.predictor, address=args.address, num_cpus=args.num_cpus,
-                    verify=args.verify, stall_timeout=float(args.stall_timeout))
+                    verify=args.verify, stall_timeout=float(args.stall_timeout),
+                    resume=args.resume)
+    if args.resume and args.run_id is None:
+        raise InputError("--resume was given without --run-id; expected the id of the run "
+                         "to finish")
     events.run_id = run_id
     with _store(args) as store_cfg:
         progress = Progress(len(members))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -25,7 +26,7 @@ from .config import AnyStoreConfig
 from .errors import INFRA_ERROR_CLASSES, ClusterError, InputError, S43Error
 from .gate import Expectation, Verdict, VerifyMode, gate_task, run_gate
 from .keys import RunLayout
-from .manifest import RunManifest, claim_run, write_manifest
+from .manifest import RunManifest, claim_run, read_manifest, write_manifest
 from .progress import Progress
 from .store import Store, open_store
 from .summary import Summary, latency_stats
@@ -63,6 +64,7 @@ class RunConfig:
     verify: VerifyMode = "full"  # full: GET + checksum + decode; head: store checksums only
     gate_concurrency: int = 16
     stall_timeout: float = STALL_TIMEOUT_S  # seconds without a finished member
+    resume: bool = False  # keep members already in the store and verified; compute the rest
     gate_timeout: float = GATE_TIMEOUT_S
     task_options: Mapping[str, Any] = field(default_factory=dict)
     gate_options: Mapping[str, Any] = field(default_factory=dict)
@@ -90,6 +92,17 @@ def probe_address(address: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
                            "a running cluster's address") from exc
 
 
+def _keep_every_worker_log_line() -> None:
+    """Ray folds repeated worker lines ("[repeated 2x across cluster]") in the driver's output;
+    each S3 retry warning names its attempt, so keep them all unless RAY_DEDUP_LOGS is set."""
+    if "RAY_DEDUP_LOGS" in os.environ:
+        return
+    with contextlib.suppress(Exception):  # a private switch: never fail a run over it
+        from ray._private import ray_logging
+
+        ray_logging.RAY_DEDUP_LOGS = False  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
     """Connect to ``address`` or start a local cluster; disconnect (and stop it) afterwards.
@@ -105,6 +118,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         # "local" starts a new cluster even when a `ray start` cluster runs on this machine.
         kwargs.update(address="local", num_cpus=num_cpus,
                       object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
+    _keep_every_worker_log_line()
     on_main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
@@ -191,7 +205,8 @@ def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
             if isinstance(outcome, PredictionRef):
                 events.emit(ev.PRED_PERSISTED, member=member, key=outcome.key,
                             bytes=outcome.bytes, write_seconds=round(outcome.write_seconds, 6),
-                            node_id=outcome.node_id, s3_retries=outcome.s3_retries)
+                            node_id=outcome.node_id, s3_retries=outcome.s3_retries,
+                            attempt=outcome.attempt)
             else:
                 events.emit(ev.PRED_PERSIST_FAILED, "error", member=member, key=outcome.key,
                             error_class=outcome.error_class, attempts=outcome.attempts,
@@ -266,7 +281,30 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate
         read_latency_s=latency_stats([c.read_seconds for c in read]), infra_errors=len(infra),
         wall_seconds=round(wall, 3), writer_nodes=len({r.node_id for r in refs}),
         gate_node=verdict.node_id, gate_key=gate_key, gate_persisted=gate_persisted,
-        s3_retries=sum(r.s3_retries for r in refs))
+        s3_retries=sum(r.s3_retries for r in refs), task_retries=sum(r.attempt for r in refs))
+
+
+def resume_plan(store: Store, cfg: RunConfig, store_cfg: AnyStoreConfig,
+                wanted: RunManifest) -> tuple[RunManifest, list[str], list[str]]:
+    """For ``--resume``: the run's recorded manifest, the members to reuse (present and
+    verified, checksum included) and the members to compute (missing or invalid)."""
+    layout = RunLayout(store_cfg.prefix, cfg.run_id)
+    manifest = read_manifest(store, layout)
+    if manifest is None:
+        raise InputError(f"cannot resume run {cfg.run_id!r}: it has no record in "
+                         f"{store_cfg.url}; expected a run started earlier (drop --resume to "
+                         "start it)")
+    diff = manifest.differences(wanted)
+    if diff:
+        raise InputError(f"cannot resume run {cfg.run_id!r}: it was started with a different "
+                         f"cohort: {'; '.join(diff)}; expected the same members, --format, "
+                         "--rows and --predictor")
+    check = run_gate(store, run_id=cfg.run_id, prefix=store_cfg.prefix, members=cfg.members,
+                     codec=cfg.codec, mode=cfg.verify, concurrency=cfg.gate_concurrency,
+                     node_id="driver")
+    reuse = [c.member for c in check.checks if c.status == "ok"]
+    ok = set(reuse)
+    return manifest, reuse, [m for m in cfg.members if m not in ok]
 
 
 def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
@@ -277,18 +315,25 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
     store.check()  # exit 3 before anything is written if the store is unreachable or refuses
     layout = RunLayout(store_cfg.prefix, cfg.run_id)
     spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor)
-    progress = progress or Progress(len(cfg.members), enabled=False)
     wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows, cfg.predictor)
-    # A reused run id with another cohort is refused (exit 2) before Ray starts.
-    manifest = claim_run(store, layout, wanted, write=False)
+    reused: list[str] = []
+    todo = list(cfg.members)
+    if cfg.resume:  # a resumed run must match what it was started with (exit 2 otherwise)
+        manifest, reused, todo = resume_plan(store, cfg, store_cfg, wanted)
+    else:  # a reused run id with another cohort is refused (exit 2) before Ray starts
+        manifest = claim_run(store, layout, wanted, write=False)
+    if progress is None:
+        progress = Progress(len(todo), enabled=False)
+    progress.total = len(todo)
     with ray_session(cfg.address, cfg.num_cpus):
         # Written only once the store and the cluster both answer: a refused run leaves nothing.
         if manifest is wanted:  # claim_run returned ours: the run is new
             write_manifest(store, layout, manifest)
         events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
                     store=store_cfg.url, endpoint=store_cfg.endpoint_url,
-                    predictor=cfg.predictor, created_at=manifest.created_at)
-        outcomes = fan_out(spec, cfg.members, events, progress, cfg.task_options,
+                    predictor=cfg.predictor, created_at=manifest.created_at,
+                    resume=cfg.resume, reused=len(reused), to_compute=len(todo))
+        outcomes = fan_out(spec, todo, events, progress, cfg.task_options,
                            cfg.stall_timeout, cfg.member_options, cfg.on_outcome)
         refs = {m: Expectation(o.checksum, o.bytes) for m, o in outcomes.items()
                 if isinstance(o, PredictionRef)}
@@ -313,8 +358,12 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
     progress.clear()
     report_verdict(verdict, events, store_cfg.endpoint_url)
     persisted = persist_verdict(store, layout, verdict, events)
-    return summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
-                     gate_persisted=persisted, wall=time.perf_counter() - t0, outcomes=outcomes)
+    summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
+                        gate_persisted=persisted, wall=time.perf_counter() - t0,
+                        outcomes=outcomes)
+    summary.reused = len(reused)
+    summary.computed = sum(isinstance(o, PredictionRef) for o in outcomes.values())
+    return summary
 
 
 def gate_existing(store_cfg: AnyStoreConfig, *, run_id: str, members: Sequence[str], codec: Codec,

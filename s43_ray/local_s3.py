@@ -100,6 +100,7 @@ class LocalS3:
         self._ports = ports
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint_url = ""
+        self.ports: list[int] = []
         self._lock_file: IO[str] | None = None
         self._log: IO[bytes] | None = None
         self.access_key_id = ""
@@ -167,6 +168,7 @@ class LocalS3:
         cred = admin["credentials"][0]
         self.access_key_id, self._secret = cred["accessKey"], cred["secretKey"]
         ports = self._ports or free_ports(len(_PORT_FLAGS))
+        self.ports = list(ports)  # a restart on the same ports (and data) is the same server
         flags = [f"-{name}={port}" for name, port in zip(_PORT_FLAGS, ports, strict=True)]
         (self.data_dir / "data").mkdir(exist_ok=True)
         cmd = [find_weed(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",

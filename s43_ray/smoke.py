@@ -35,7 +35,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from . import events as ev
 from .codec import Codec
 from .config import AnyStoreConfig, FileStoreConfig
-from .driver import RunConfig, run_cohort
+from .driver import RunConfig, _keep_every_worker_log_line, run_cohort
 from .errors import EXIT_GATE_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, ClusterError
 from .keys import member_names, new_run_id
 from .predict import default_predictor
@@ -200,6 +200,7 @@ def smoke_cluster(nodes: int, work_dir: str) -> Iterator[LocalCluster]:
     sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
         with _loopback_ray():
+            _keep_every_worker_log_line()
             try:
                 cluster.start()
                 ray.init(address=cluster.address, logging_level=logging.WARNING,
@@ -353,7 +354,8 @@ def _compare(cfg: SmokeConfig, run_id: str, s3: Summary, assigned: Mapping[str, 
         expected=s3.expected,
         s3={k: s3_record[k] for k in ("status", "store", "run_id", "missing", "invalid",
                                       "unexpected", "persist_failed", "reason", "gate_key",
-                                      "wall_seconds", "s3_retries", "exit_code")},
+                                      "wall_seconds", "s3_retries", "task_retries",
+                                      "exit_code")},
         pod_local={"status": pod.status, "cohort_count": pod.cohort_count,
                    "expected": pod.expected, "missing": pod.missing,
                    "gate_node": pod_gate, "reason": pod.reason},

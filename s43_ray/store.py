@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -110,7 +111,9 @@ class _RetryLogger:
         if attempt > 1:
             with self._lock:
                 self.retries += 1
-            log.warning("s3 %s retry attempt %d to %s", operation_name, attempt, self.endpoint)
+            path = urlsplit(str(getattr(request, "url", ""))).path
+            log.warning("s3 %s retry attempt %d to %s (%s)", operation_name, attempt,
+                        self.endpoint, unquote(path))
 
 
 @lru_cache(maxsize=8)
@@ -119,7 +122,8 @@ def _client(cfg: StoreConfig) -> tuple[S3Client, _RetryLogger]:
     botocfg = Config(
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,
-        retries={"mode": "standard", "max_attempts": cfg.max_attempts},
+        # total_max_attempts counts the first attempt; botocore's max_attempts would not.
+        retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
         max_pool_connections=cfg.max_pool_connections,
         s3={"addressing_style": cfg.addressing_style},
         # We compute and verify our own CRC64NVME; botocore must not hash the payload again.

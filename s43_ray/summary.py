@@ -53,6 +53,9 @@ class Summary:
     gate_persisted: bool = False
     infra_errors: int = 0  # members that failed for a store or cluster reason (see errors.py)
     s3_retries: int = 0
+    task_retries: int = 0  # persist tasks Ray re-ran after their worker or node died
+    reused: int = 0  # --resume: members whose object was already in the store and verified
+    computed: int = 0  # members computed and written by this command
     version: str = __version__
 
     @property
@@ -85,7 +88,10 @@ class Summary:
             f"({self.codec}, {self.store})",
             *([f"  {self.reason}"] if self.status != "passed" and self.reason else []),
             f"  bytes written {_size(self.bytes_written)}, read {_size(self.bytes_read)}; "
-            f"wall {self.wall_seconds:.1f}s; s3 retries {self.s3_retries}",
+            f"wall {self.wall_seconds:.1f}s; s3 retries {self.s3_retries}, task retries "
+            f"{self.task_retries}",
+            *([f"  resumed: {self.reused} members reused, {self.computed} computed"]
+              if self.reused else []),
             f"  write latency {ms(self.write_latency_s)}",
             f"  read latency  {ms(self.read_latency_s)}",
         ]

@@ -55,6 +55,7 @@ class PredictionRef:
     node_id: str
     pid: int
     s3_retries: int = 0
+    attempt: int = 0  # Ray's attempt number: 0 first, 1.. when re-run after a worker/node died
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,15 @@ class PersistFailure:
 
 
 PersistOutcome = PredictionRef | PersistFailure
+
+
+def _attempt_number() -> int:
+    """Ray's attempt number of the running task (0 the first time); 0 outside Ray."""
+    try:
+        core = getattr(ray._private.worker.global_worker, "core_worker")  # noqa: B009
+        return int(core.get_current_task_attempt_number())
+    except Exception:  # not in a task, or an API Ray renamed: never fail a member for it
+        return 0
 
 
 def _node_id() -> str:
@@ -114,5 +124,5 @@ def persist_task(spec: TaskSpec, member: str) -> PersistOutcome:
     outcome = persist_member(store, spec, member)
     retried = store.retries - before
     if isinstance(outcome, PredictionRef):
-        return replace(outcome, s3_retries=retried)
+        return replace(outcome, s3_retries=retried, attempt=_attempt_number())
     return replace(outcome, attempts=1 + retried)

@@ -22,3 +22,29 @@ def hang(run_id: str, member: str, rows: int) -> dict[str, np.ndarray]:
 def extended_precision(run_id: str, member: str, rows: int) -> dict[str, np.ndarray]:
     """A record with a float128 array, which Arrow cannot hold."""
     return {"predictions": np.zeros(rows, dtype=np.longdouble)}
+
+
+# Marker folder for dies_once: one file per (run, member) that already died once.
+DIED_ONCE_DIR = "/tmp/s43-test-died-once"
+
+
+def dies_once(run_id: str, member: str, rows: int) -> dict[str, np.ndarray]:
+    """Member ``m00001`` kills its own worker process (SIGKILL, as the OOM killer would) the
+    first time it runs; Ray's retry then computes it normally on a fresh worker."""
+    import os
+    import signal
+
+    if member == "m00001":
+        os.makedirs(DIED_ONCE_DIR, exist_ok=True)
+        marker = os.path.join(DIED_ONCE_DIR, f"{run_id}__{member}")
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+    return default_predictor(run_id, member, rows)
+
+
+def slow(run_id: str, member: str, rows: int) -> dict[str, np.ndarray]:
+    """Half a second per member, so a store outage lands while members are written."""
+    time.sleep(0.5)
+    return default_predictor(run_id, member, rows)

@@ -37,7 +37,7 @@ STORE_FLAGS = {"--store", "--endpoint-url", "--region", "--addressing-style", "-
 def test_run_flags_are_pinned() -> None:
     assert _flags("run") == STORE_FLAGS | {
         "--run-id", "--cohort-size", "--members", "--rows", "--format", "--predictor",
-        "--address", "--num-cpus", "--verify", "--stall-timeout"}
+        "--address", "--num-cpus", "--verify", "--stall-timeout", "--resume"}
 
 
 def test_gate_flags_are_pinned() -> None:
@@ -93,7 +93,8 @@ def test_summary_fields_are_pinned() -> None:
             "unexpected", "persist_failed", "write_latency_s", "read_latency_s",
             "bytes_written", "bytes_read", "wall_seconds", "gate_key", "gate_persisted",
             "writer_nodes", "gate_node", "s3_retries", "codec", "store", "endpoint",
-            "command", "version", "reason", "infra_errors"} == set(s.to_dict())
+            "command", "version", "reason", "infra_errors", "task_retries", "reused",
+            "computed"} == set(s.to_dict())
 
 
 def test_public_api_is_pinned() -> None:
