@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -80,10 +81,17 @@ EPILOG = """exit codes:
 events: JSON lines on stderr; summary on stdout (--json: its last line is one JSON object)."""
 
 
+_INVALID_CHOICE = re.compile(r"argument ([^:]+): invalid choice: (.+) \(choose from (.+)\)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
+        choice = _INVALID_CHOICE.fullmatch(message)
+        if choice:  # argparse's wording, made to name the value and what was expected
+            flag, value, allowed = choice.groups()
+            message = f"{flag} {value} is not valid; expected one of {allowed}"
         raise UsageError(message)
 
 
