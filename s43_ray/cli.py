@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
@@ -24,12 +25,15 @@ from .codec import CODECS, Codec
 from .config import (
     ADDRESSING_STYLES,
     S3_CHECKSUMS,
+    SSE_MODES,
     AnyStoreConfig,
     EnvDefaults,
     FileStoreConfig,
+    Secret,
     StoreConfig,
     env_defaults,
     is_file_url,
+    load_sse_c_key,
     parse_file_url,
     parse_store_url,
     validate_endpoint,
@@ -129,6 +133,14 @@ def _store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
                         "reject them (env S43_S3_CHECKSUM)")
     g.add_argument("--max-attempts", default=env.max_attempts, type=_int_in("max attempts", 1, 20),
                    help="S3 attempts per request, first included (env S43_S3_MAX_ATTEMPTS)")
+    g.add_argument("--sse", default=env.sse, metavar="|".join(SSE_MODES),
+                   help="encryption at rest (env S43_SSE): none, sse-c (a customer key on every "
+                        "request), bucket-default (the bucket's default encryption); default "
+                        "sse-c when a key is given, else none")
+    g.add_argument("--sse-c-key-file", metavar="PATH",
+                   help="the SSE-C key: base64 of 32 bytes, or 32 raw bytes (or env "
+                        "S43_SSE_C_KEY, base64); never printed")
+    p.set_defaults(env_sse_c_key=env.sse_c_key)
     g.add_argument("--local-dir", default=env.local_dir, metavar="DIR",
                    help="data folder of the embedded server (env S43_LOCAL_S3_DIR; default "
                         "~/.cache/s43_ray/seaweedfs)")
@@ -214,9 +226,14 @@ def _store(args: argparse.Namespace) -> Iterator[AnyStoreConfig]:
                                 (args.s3_checksum, S3_CHECKSUMS, "S43_S3_CHECKSUM")):
         if value not in allowed:
             raise InputError(f"{env}={value!r} is not valid; expected one of {list(allowed)}")
+    sse, key = _encryption(args)
     common: dict[str, Any] = {"addressing_style": args.addressing_style,
-                              "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts}
+                              "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts,
+                              "sse": sse, "sse_c_key": key}
     if args.store and is_file_url(args.store):
+        if sse != "none":
+            raise InputError(f"--sse {sse} does not apply to the file store {args.store!r}; "
+                             "expected --sse none (encrypt the volume itself)")
         if args.endpoint_url:
             raise InputError(f"--endpoint-url {args.endpoint_url!r} does not apply to the file "
                              f"store {args.store!r}; expected no --endpoint-url")
@@ -232,6 +249,31 @@ def _store(args: argparse.Namespace) -> Iterator[AnyStoreConfig]:
                          "expected --store s3://BUCKET/PREFIX too")
     with LocalS3(args.local_dir) as server:
         yield server.store_config(**common)
+
+
+def _encryption(args: argparse.Namespace) -> tuple[str, Secret | None]:
+    """The SSE mode and the customer key (checked, never shown) from flags and environment."""
+    if args.sse is not None and args.sse not in SSE_MODES:
+        raise InputError(f"--sse/S43_SSE {args.sse!r} is not valid; expected one of "
+                         f"{list(SSE_MODES)}")
+    key: Secret | None = None
+    if args.sse_c_key_file:
+        try:
+            raw = Path(args.sse_c_key_file).read_bytes()
+        except OSError as exc:
+            raise InputError(f"--sse-c-key-file {args.sse_c_key_file!r} cannot be read "
+                             f"({exc.strerror or exc}); expected a readable key file") from None
+        key = load_sse_c_key(raw, f"--sse-c-key-file {args.sse_c_key_file!r}")
+        if args.sse not in (None, "sse-c"):
+            raise InputError(f"--sse-c-key-file was given with --sse {args.sse}; expected "
+                             "--sse sse-c (or no --sse)")
+    elif args.env_sse_c_key is not None and args.sse in (None, "sse-c"):
+        key = load_sse_c_key(args.env_sse_c_key.value, "S43_SSE_C_KEY")
+    sse = args.sse or ("sse-c" if key else "none")
+    if sse == "sse-c" and key is None:
+        raise InputError("--sse sse-c needs the customer key; expected S43_SSE_C_KEY (base64 of "
+                         "32 bytes) or --sse-c-key-file PATH")
+    return sse, key
 
 
 def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:

@@ -8,6 +8,8 @@ local server generates, wrapped in :class:`Secret` so they never print.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +24,13 @@ AddressingStyle = Literal["path", "virtual", "auto"]
 # and keeps the checksum (HEAD returns it). "off": send no checksum headers at all, for
 # S3-compatible stores that reject the CRC headers boto3 >= 1.36 adds by default.
 S3Checksum = Literal["crc64nvme", "off"]
+# Encryption at rest. "none": the store's own behaviour; "bucket-default": rely on the bucket's
+# default encryption (Scaleway SSE-ONE, AWS SSE-S3; `s43-ray bucket check` proves it is set);
+# "sse-c": every PUT, HEAD and GET carries the customer's 256-bit key (and its MD5), and the
+# store cannot read an object back without it.
+SseMode = Literal["none", "sse-c", "bucket-default"]
+SSE_MODES: tuple[SseMode, ...] = ("none", "sse-c", "bucket-default")
+SSE_C_KEY_BYTES = 32
 ADDRESSING_STYLES: tuple[AddressingStyle, ...] = ("path", "virtual", "auto")
 S3_CHECKSUMS: tuple[S3Checksum, ...] = ("crc64nvme", "off")
 
@@ -36,6 +45,8 @@ ENV_ADDRESSING = "S43_S3_ADDRESSING_STYLE"
 ENV_S3_CHECKSUM = "S43_S3_CHECKSUM"
 ENV_MAX_ATTEMPTS = "S43_S3_MAX_ATTEMPTS"
 ENV_LOCAL_DIR = "S43_LOCAL_S3_DIR"
+ENV_SSE = "S43_SSE"
+ENV_SSE_C_KEY = "S43_SSE_C_KEY"
 
 
 @dataclass(frozen=True, repr=False)
@@ -66,6 +77,14 @@ class StoreConfig:
     max_pool_connections: int = 32  # gate verification runs this many GETs at once
     access_key_id: Secret | None = None  # only set for the embedded server; else the AWS chain
     secret_access_key: Secret | None = None
+    sse: SseMode = "none"
+    sse_c_key: Secret | None = None  # base64 of the 32-byte key; travels in task args, never
+    # in runtime_env, a log line, an event or an object
+
+    def __post_init__(self) -> None:
+        if (self.sse == "sse-c") != (self.sse_c_key is not None):
+            raise InputError("--sse sse-c needs a customer key and only it takes one; expected "
+                             f"{ENV_SSE_C_KEY} or --sse-c-key-file with --sse sse-c")
 
     @property
     def url(self) -> str:
@@ -151,6 +170,22 @@ def validate_endpoint(url: str) -> str:
     return url
 
 
+def load_sse_c_key(raw: bytes | str, source: str) -> Secret:
+    """A customer key from base64 text (or, from a file, 32 raw bytes), as base64 in a
+    :class:`Secret`. Errors name the source, never the value."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) == SSE_C_KEY_BYTES and not isinstance(raw, str):
+        return Secret(base64.b64encode(data).decode())
+    try:
+        key = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != SSE_C_KEY_BYTES:
+        raise InputError(f"SSE-C key from {source} is not a 256-bit key; expected base64 of "
+                         f"{SSE_C_KEY_BYTES} bytes (openssl rand -base64 32)")
+    return Secret(base64.b64encode(key).decode())
+
+
 @dataclass(frozen=True)
 class EnvDefaults:
     """Defaults for CLI flags, taken from the environment."""
@@ -163,6 +198,8 @@ class EnvDefaults:
     s3_checksum: str = "crc64nvme"
     max_attempts: str = "5"
     local_dir: str | None = None
+    sse: str | None = None
+    sse_c_key: Secret | None = None  # the raw variable, unchecked until a command uses it
 
 
 def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
@@ -177,4 +214,6 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
         s3_checksum=env.get(ENV_S3_CHECKSUM) or "crc64nvme",
         max_attempts=env.get(ENV_MAX_ATTEMPTS) or "5",
         local_dir=env.get(ENV_LOCAL_DIR) or None,
+        sse=env.get(ENV_SSE) or None,
+        sse_c_key=Secret(env[ENV_SSE_C_KEY]) if env.get(ENV_SSE_C_KEY) else None,
     )

@@ -8,7 +8,8 @@
     │   ├── InvalidMember          a member name that cannot be a key segment
     │   ├── InvalidStoreUrl        a ``--store`` value that is not ``s3://BUCKET[/PREFIX]``
     │   ├── InvalidPredictor       a ``--predictor`` that is not an importable ``module:function``
-    │   └── UnsafeArray            an array the codecs refuse to write (object dtype, bad name)
+    │   ├── UnsafeArray            an array the codecs refuse to write (object dtype, bad name)
+    │   └── SseKeyRequired         an SSE-C object read without its customer key
     ├── StoreError                 the store could not serve a request (exit 3)
     │   ├── StoreUnreachable       connection refused, DNS failure, timeout after retries
     │   ├── AccessDenied           credentials missing, wrong, or not allowed this action
@@ -78,6 +79,12 @@ class UnsafeArray(InputError):
     """An array the codecs refuse to write."""
 
     error_class = "unsafe_payload"
+
+
+class SseKeyRequired(InputError):
+    """The object is encrypted with a customer key (SSE-C) and the command has none."""
+
+    error_class = "sse_key_required"
 
 
 class StoreError(S43Error):

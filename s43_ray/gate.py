@@ -132,6 +132,8 @@ def _verify_one(store: Store, member: str, key: str, codec: Codec,
                            last_modified=info.last_modified, downloaded=True)
     except LoadError as exc:
         return MemberCheck(member, key, "invalid", exc.error_class, str(exc))
+    except InputError:
+        raise  # e.g. an SSE-C object and no key: the command is wrong, not the member
     except S43Error as exc:
         if exc.error_class == "not_found":  # deleted between LIST and GET
             return MemberCheck(member, key, "missing", "not_found", str(exc))

@@ -6,6 +6,7 @@ Everything above this module sees :class:`Store` and the project's own errors
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import io
@@ -40,6 +41,7 @@ from .errors import (
     InputError,
     NoSuchBucket,
     ObjectNotFound,
+    SseKeyRequired,
     StoreError,
     StoreUnreachable,
     Throttled,
@@ -156,6 +158,24 @@ def _code(exc: ClientError) -> str:
     return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
+def _sse_error(exc: Exception, *, op: str, where: str, sse: str
+               ) -> SseKeyRequired | AccessDenied | None:
+    """What a refused read of an SSE-C object means: no key given, or another key."""
+    if not isinstance(exc, ClientError) or op not in {"GET", "HEAD"}:
+        return None
+    code = _code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    # GET says so in its body; HEAD has no body, only 400.
+    if sse != "sse-c" and ("customer key" in message.lower() or (op == "HEAD"
+                                                                  and code == "400")):
+        return SseKeyRequired(f"{where}: the object is encrypted with a customer key (SSE-C); "
+                              "expected --sse sse-c with S43_SSE_C_KEY or --sse-c-key-file")
+    if sse == "sse-c" and code in {"403", "AccessDenied"}:
+        return AccessDenied(f"{where}: access denied ({code}): not allowed, or the object was "
+                            "written with another SSE-C key")
+    return None
+
+
 def _translate(exc: Exception, *, op: str, target: str, endpoint: str) -> StoreError:
     """Map a botocore exception to the project's error tree; messages name the target."""
     where = f"{op} {target} at {endpoint}"
@@ -228,6 +248,11 @@ class S3Store:
         self.cfg = cfg
         self._client, self._retries = _client(cfg)
         self._endpoint = cfg.endpoint_url or "AWS S3"
+        # SSE-C: botocore adds the key's base64 and MD5 headers to every PUT, HEAD and GET.
+        self._sse: dict[str, Any] = {}
+        if cfg.sse == "sse-c" and cfg.sse_c_key is not None:
+            self._sse = {"SSECustomerAlgorithm": "AES256",
+                         "SSECustomerKey": base64.b64decode(cfg.sse_c_key.value)}
 
     @property
     def url(self) -> str:
@@ -238,14 +263,17 @@ class S3Store:
         """Retried attempts made by this process's client so far."""
         return self._retries.retries
 
-    def _fail(self, exc: Exception, op: str, key: str) -> StoreError:
-        return _translate(exc, op=op, target=f"s3://{self.cfg.bucket}/{key}",
-                          endpoint=self._endpoint)
+    def _fail(self, exc: Exception, op: str, key: str) -> StoreError | SseKeyRequired:
+        target = f"s3://{self.cfg.bucket}/{key}"
+        sse = _sse_error(exc, op=op, where=f"{op} {target} at {self._endpoint}",
+                         sse=self.cfg.sse)
+        return sse or _translate(exc, op=op, target=target, endpoint=self._endpoint)
 
     def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
             s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
         kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Key": key, "Body": _body(body),
-                                  "Metadata": dict(metadata), "ContentType": content_type}
+                                  "Metadata": dict(metadata), "ContentType": content_type,
+                                  **self._sse}
         if s3_checksum and self.cfg.s3_checksum == "crc64nvme":
             kwargs["ChecksumCRC64NVME"] = s3_checksum
         try:
@@ -255,7 +283,7 @@ class S3Store:
 
     def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
         try:
-            resp = self._client.get_object(Bucket=self.cfg.bucket, Key=key)
+            resp = self._client.get_object(Bucket=self.cfg.bucket, Key=key, **self._sse)
             body = resp["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "GET", key) from exc
@@ -266,7 +294,7 @@ class S3Store:
     def head(self, key: str) -> ObjectInfo:
         try:
             resp = self._client.head_object(Bucket=self.cfg.bucket, Key=key,
-                                            ChecksumMode="ENABLED")
+                                            ChecksumMode="ENABLED", **self._sse)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "HEAD", key) from exc
         return ObjectInfo(key=key, size=int(resp["ContentLength"]),

@@ -31,7 +31,8 @@ def _flags(command: str) -> set[str]:
 
 
 STORE_FLAGS = {"--store", "--endpoint-url", "--region", "--addressing-style", "--s3-checksum",
-               "--max-attempts", "--local-dir", "--json", "--events", "-h", "--help"}
+               "--max-attempts", "--local-dir", "--sse", "--sse-c-key-file", "--json", "--events",
+               "-h", "--help"}
 
 
 def test_run_flags_are_pinned() -> None:
