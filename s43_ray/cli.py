@@ -1,4 +1,5 @@
-"""``s43-ray``: the one command. Subcommands ``run`` and ``gate``.
+"""``s43-ray``: the one command. Subcommands ``run``, ``gate``, ``smoke`` and the operator's
+``lifecycle``, ``bucket check`` and ``gc`` (:mod:`s43_ray.cli_ops`).
 
 Exit codes: 0 gate passed; 1 gate failed (cohort incomplete or invalid); 2 bad input or usage,
 with nothing written; 3 store or cluster unreachable (or the verdict could not be persisted);
@@ -9,35 +10,19 @@ its last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from collections.abc import Sequence
+from typing import NoReturn, TextIO
 
 from . import __version__
+from .cli_common import Parser, UsageError, int_in, store_config, store_flags
+from .cli_ops import OPS_COMMANDS, Report, add_ops_parsers, run_op
 from .codec import CODECS, Codec
-from .config import (
-    ADDRESSING_STYLES,
-    S3_CHECKSUMS,
-    SSE_MODES,
-    AnyStoreConfig,
-    EnvDefaults,
-    FileStoreConfig,
-    Secret,
-    StoreConfig,
-    env_defaults,
-    is_file_url,
-    load_sse_c_key,
-    parse_file_url,
-    parse_store_url,
-    validate_endpoint,
-)
+from .config import EnvDefaults, FileStoreConfig, env_defaults
 from .driver import STALL_TIMEOUT_S, RunConfig, gate_existing, run_cohort
 from .errors import (
     EXIT_BAD_INPUT,
@@ -55,7 +40,6 @@ from .keys import (
     parse_members,
     validate_run_id,
 )
-from .local_s3 import LocalS3
 from .manifest import read_manifest
 from .predict import DEFAULT_PREDICTOR, load_predictor
 from .progress import Progress
@@ -85,86 +69,20 @@ EPILOG = """exit codes:
 events: JSON lines on stderr; summary on stdout (--json: its last line is one JSON object)."""
 
 
-_INVALID_CHOICE = re.compile(r"argument ([^:]+): invalid choice: (.+) \(choose from (.+)\)")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        choice = _INVALID_CHOICE.fullmatch(message)
-        if choice:  # argparse's wording, made to name the value and what was expected
-            flag, value, allowed = choice.groups()
-            message = f"{flag} {value} is not valid; expected one of {allowed}"
-        raise UsageError(message)
-
-
-class UsageError(InputError):
-    """A command line argparse refused."""
-
-
-def _int_in(name: str, lo: int, hi: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r} is not an integer; "
-                                             f"expected {lo}..{hi}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{name} {value} is out of range; expected {lo}..{hi}")
-        return value
-    return parse
-
-
-def _store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
-    g = p.add_argument_group("store")
-    g.add_argument("--store", default=env.store, metavar="s3://BUCKET/PREFIX",
-                   help="where predictions go (env S43_STORE): s3://BUCKET/PREFIX, or "
-                        "file:///DIR on a volume every node mounts; default: the embedded "
-                        "local server")
-    p.set_defaults(env_endpoint_url=env.endpoint_url)
-    g.add_argument("--endpoint-url", default=None, metavar="URL",
-                   help="S3 endpoint, e.g. https://s3.fr-par.scw.cloud (env AWS_ENDPOINT_URL_S3)")
-    g.add_argument("--region", default=env.region, help="S3 region (env AWS_REGION)")
-    g.add_argument("--addressing-style", default=env.addressing_style, choices=ADDRESSING_STYLES,
-                   help="S3 addressing (env S43_S3_ADDRESSING_STYLE; default path)")
-    g.add_argument("--s3-checksum", default=env.s3_checksum, choices=S3_CHECKSUMS,
-                   help="send CRC64NVME checksum headers (default) or none, for stores that "
-                        "reject them (env S43_S3_CHECKSUM)")
-    g.add_argument("--max-attempts", default=env.max_attempts, type=_int_in("max attempts", 1, 20),
-                   help="S3 attempts per request, first included (env S43_S3_MAX_ATTEMPTS)")
-    g.add_argument("--sse", default=env.sse, metavar="|".join(SSE_MODES),
-                   help="encryption at rest (env S43_SSE): none, sse-c (a customer key on every "
-                        "request), bucket-default (the bucket's default encryption); default "
-                        "sse-c when a key is given, else none")
-    g.add_argument("--sse-c-key-file", metavar="PATH",
-                   help="the SSE-C key: base64 of 32 bytes, or 32 raw bytes (or env "
-                        "S43_SSE_C_KEY, base64); never printed")
-    p.set_defaults(env_sse_c_key=env.sse_c_key)
-    g.add_argument("--local-dir", default=env.local_dir, metavar="DIR",
-                   help="data folder of the embedded server (env S43_LOCAL_S3_DIR; default "
-                        "~/.cache/s43_ray/seaweedfs)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON summary as the last line of stdout")
-    p.add_argument("--events", choices=("debug", "info", "warning", "error"), default=None,
-                   help="lowest event severity written to stderr (default: info, or warning "
-                        "when stderr is a terminal)")
-
-
 def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
     env = env or env_defaults()
-    parser = _Parser(prog="s43-ray", description=DESCRIPTION, epilog=EPILOG,
+    parser = Parser(prog="s43-ray", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"s43-ray {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="persist a cohort through S3 on Ray, then gate it")
     run.add_argument("--run-id", help="run id (default: a fresh sortable id)")
     who = run.add_mutually_exclusive_group()
-    who.add_argument("--cohort-size", type=_int_in("cohort size", 1, MAX_COHORT_SIZE),
+    who.add_argument("--cohort-size", type=int_in("cohort size", 1, MAX_COHORT_SIZE),
                      help=f"members m00000.. (default {DEFAULT_COHORT_SIZE})")
     who.add_argument("--members", help="explicit member names: a,b,c")
-    run.add_argument("--rows", type=_int_in("rows", 1, MAX_ROWS), default=DEFAULT_ROWS,
+    run.add_argument("--rows", type=int_in("rows", 1, MAX_ROWS), default=DEFAULT_ROWS,
                      help=f"predictions per member (default {DEFAULT_ROWS})")
     run.add_argument("--format", choices=CODECS, default=DEFAULT_CODEC,
                      help=f"object format (default {DEFAULT_CODEC})")
@@ -173,107 +91,46 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
                           "worker (default: a deterministic synthetic model)")
     run.add_argument("--address", default=env.address,
                      help="a running Ray cluster (env RAY_ADDRESS); default: start a local one")
-    run.add_argument("--num-cpus", type=_int_in("num cpus", 1, 1024),
+    run.add_argument("--num-cpus", type=int_in("num cpus", 1, 1024),
                      help="CPUs of the local Ray cluster (default: all)")
     run.add_argument("--verify", choices=("full", "head"), default="full",
                      help="gate check: full (GET + checksum + decode) or head (store checksums)")
-    run.add_argument("--stall-timeout", type=_int_in("stall timeout", 1, 86_400),
+    run.add_argument("--stall-timeout", type=int_in("stall timeout", 1, 86_400),
                      default=int(STALL_TIMEOUT_S), metavar="SECONDS",
                      help="cancel and report pending members when none finished for this long "
                           f"(default {int(STALL_TIMEOUT_S)})")
     run.add_argument("--resume", action="store_true",
                      help="finish an earlier run (same --run-id, cohort and format): keep "
                           "members already in the store and verified, compute the rest")
-    _store_flags(run, env)
+    store_flags(run, env)
 
     gate = sub.add_parser("gate", help="re-check an existing run from the store alone")
     gate.add_argument("--run-id", required=True)
-    gate.add_argument("--expected", type=_int_in("expected", 1, MAX_COHORT_SIZE),
+    gate.add_argument("--expected", type=int_in("expected", 1, MAX_COHORT_SIZE),
                       help="members the cohort must have (default: the run's manifest)")
     gate.add_argument("--members", help="explicit member names (default: the run's manifest)")
     gate.add_argument("--format", choices=CODECS, help="object format (default: the manifest's)")
     gate.add_argument("--verify", choices=("full", "head"), default="full")
-    _store_flags(gate, env)
+    store_flags(gate, env)
 
     smoke = sub.add_parser(
         "smoke", help="cross-pod proof on one machine: a multi-node Ray cluster, the cohort "
                       "through S3 (must pass) and through pod-local folders (must fail)")
-    smoke.add_argument("--nodes", type=_int_in("nodes", 3, MAX_SMOKE_NODES),
+    smoke.add_argument("--nodes", type=int_in("nodes", 3, MAX_SMOKE_NODES),
                        default=DEFAULT_SMOKE_NODES,
                        help=f"worker nodes besides the head (default {DEFAULT_SMOKE_NODES})")
-    smoke.add_argument("--members-per-node", type=_int_in("members per node", 1, 100),
+    smoke.add_argument("--members-per-node", type=int_in("members per node", 1, 100),
                        default=MEMBERS_PER_NODE,
                        help=f"cohort size = nodes x this (default {MEMBERS_PER_NODE})")
-    smoke.add_argument("--rows", type=_int_in("rows", 1, MAX_ROWS), default=SMOKE_ROWS,
+    smoke.add_argument("--rows", type=int_in("rows", 1, MAX_ROWS), default=SMOKE_ROWS,
                        help=f"predictions per member (default {SMOKE_ROWS})")
     smoke.add_argument("--format", choices=CODECS, default=DEFAULT_CODEC)
     smoke.add_argument("--run-id", help="the S3 run's id (default: a fresh one)")
     smoke.add_argument("--kill-node", action="store_true",
                        help="remove one worker node while members are being written")
-    _store_flags(smoke, env)
+    store_flags(smoke, env)
+    add_ops_parsers(sub, env)
     return parser
-
-
-@contextlib.contextmanager
-def _store(args: argparse.Namespace) -> Iterator[AnyStoreConfig]:
-    """The configured store, or the embedded local server for the length of the command."""
-    endpoint = args.endpoint_url or args.env_endpoint_url
-    if endpoint:
-        validate_endpoint(endpoint)
-    # Defaults from the environment bypass argparse's choices: check them here.
-    for value, allowed, env in ((args.addressing_style, ADDRESSING_STYLES,
-                                 "S43_S3_ADDRESSING_STYLE"),
-                                (args.s3_checksum, S3_CHECKSUMS, "S43_S3_CHECKSUM")):
-        if value not in allowed:
-            raise InputError(f"{env}={value!r} is not valid; expected one of {list(allowed)}")
-    sse, key = _encryption(args)
-    common: dict[str, Any] = {"addressing_style": args.addressing_style,
-                              "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts,
-                              "sse": sse, "sse_c_key": key}
-    if args.store and is_file_url(args.store):
-        if sse != "none":
-            raise InputError(f"--sse {sse} does not apply to the file store {args.store!r}; "
-                             "expected --sse none (encrypt the volume itself)")
-        if args.endpoint_url:
-            raise InputError(f"--endpoint-url {args.endpoint_url!r} does not apply to the file "
-                             f"store {args.store!r}; expected no --endpoint-url")
-        yield FileStoreConfig(root=parse_file_url(args.store))
-        return
-    if args.store:
-        bucket, prefix = parse_store_url(args.store)
-        yield StoreConfig(bucket=bucket, prefix=prefix, endpoint_url=endpoint,
-                          region=args.region, **common)
-        return
-    if args.endpoint_url:  # given on the command line (an endpoint from the env is ignored)
-        raise InputError(f"--endpoint-url {args.endpoint_url!r} was given without --store; "
-                         "expected --store s3://BUCKET/PREFIX too")
-    with LocalS3(args.local_dir) as server:
-        yield server.store_config(**common)
-
-
-def _encryption(args: argparse.Namespace) -> tuple[str, Secret | None]:
-    """The SSE mode and the customer key (checked, never shown) from flags and environment."""
-    if args.sse is not None and args.sse not in SSE_MODES:
-        raise InputError(f"--sse/S43_SSE {args.sse!r} is not valid; expected one of "
-                         f"{list(SSE_MODES)}")
-    key: Secret | None = None
-    if args.sse_c_key_file:
-        try:
-            raw = Path(args.sse_c_key_file).read_bytes()
-        except OSError as exc:
-            raise InputError(f"--sse-c-key-file {args.sse_c_key_file!r} cannot be read "
-                             f"({exc.strerror or exc}); expected a readable key file") from None
-        key = load_sse_c_key(raw, f"--sse-c-key-file {args.sse_c_key_file!r}")
-        if args.sse not in (None, "sse-c"):
-            raise InputError(f"--sse-c-key-file was given with --sse {args.sse}; expected "
-                             "--sse sse-c (or no --sse)")
-    elif args.env_sse_c_key is not None and args.sse in (None, "sse-c"):
-        key = load_sse_c_key(args.env_sse_c_key.value, "S43_SSE_C_KEY")
-    sse = args.sse or ("sse-c" if key else "none")
-    if sse == "sse-c" and key is None:
-        raise InputError("--sse sse-c needs the customer key; expected S43_SSE_C_KEY (base64 of "
-                         "32 bytes) or --sse-c-key-file PATH")
-    return sse, key
 
 
 def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
@@ -289,7 +146,7 @@ def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
         raise InputError("--resume was given without --run-id; expected the id of the run "
                          "to finish")
     events.run_id = run_id
-    with _store(args) as store_cfg:
+    with store_config(args) as store_cfg:
         progress = Progress(len(members))
         events.before_write = progress.clear
         return run_cohort(cfg, store_cfg, events, progress)
@@ -299,7 +156,7 @@ def _cmd_smoke(args: argparse.Namespace, events: EventLog) -> SmokeReport:
     run_id = validate_run_id(args.run_id) if args.run_id is not None else None
     cfg = SmokeConfig(nodes=args.nodes, members_per_node=args.members_per_node, rows=args.rows,
                       codec=args.format, kill_node=args.kill_node, run_id=run_id)
-    with _store(args) as store_cfg:
+    with store_config(args) as store_cfg:
         if isinstance(store_cfg, FileStoreConfig):
             raise InputError(f"smoke --store {args.store!r} is a file store; expected an S3 "
                              "store (the smoke compares S3 with pod-local files itself)")
@@ -310,7 +167,7 @@ def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
     run_id = validate_run_id(args.run_id)
     events.run_id = run_id
     explicit = parse_members(args.members) if args.members is not None else None
-    with _store(args) as store_cfg:
+    with store_config(args) as store_cfg:
         store = open_store(store_cfg)
         store.check()
         manifest = read_manifest(store, RunLayout(store_cfg.prefix, run_id))
@@ -343,7 +200,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         wants_json = "--json" in argv
-        command = next((a for a in argv if a in {"run", "gate", "smoke"}), "")
+        command = next((a for a in argv if a in {"run", "gate", "smoke", *OPS_COMMANDS}), "")
         return _fail(argparse.Namespace(json=wants_json, command=command), out, err,
                      exc.exit_code, "usage", str(exc), None)
     on_main = threading.current_thread() is threading.main_thread()
@@ -359,8 +216,10 @@ def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     level: Severity = args.events or ("warning" if err.isatty() else "info")
     events = EventLog(err, min_severity=level)
     try:
-        summary: Summary | SmokeReport
-        if args.command == "smoke":
+        summary: Summary | SmokeReport | Report
+        if args.command in OPS_COMMANDS:
+            summary = run_op(args, events)
+        elif args.command == "smoke":
             summary = _cmd_smoke(args, events)
         else:
             summary = {"run": _cmd_run, "gate": _cmd_gate}[args.command](args, events)

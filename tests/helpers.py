@@ -13,6 +13,26 @@ from typing import Any
 
 from s43_ray.store import S3Store
 
+TEST_BUCKET = "s43-test"
+ACCESS_KEY = "S43TESTACCESSKEY0001"
+SECRET_KEY = "s43-test-secret-9f8e7d6c5b4a"  # recognisable, so leak scans can look for it
+# Ray in tests: two CPUs, a small object store (references only), no dashboard.
+RAY_NUM_CPUS = 2
+RAY_OBJECT_STORE_BYTES = 80 * 1024**2
+
+# A credential that may read and list the test bucket but not write it: a verdict that cannot
+# be persisted, refused by the real server.
+READONLY_ACCESS_KEY = "S43TESTREADONLY00001"
+READONLY_SECRET_KEY = "s43-test-readonly-1a2b3c4d5e"
+TEST_IDENTITIES: dict[str, Any] = {"identities": [
+    {"name": "s43-test-admin",
+     "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+     "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+    {"name": "s43-test-readonly",
+     "credentials": [{"accessKey": READONLY_ACCESS_KEY, "secretKey": READONLY_SECRET_KEY}],
+     "actions": [f"Read:{TEST_BUCKET}", f"List:{TEST_BUCKET}"]},
+]}
+
 
 @dataclass
 class CliResult:

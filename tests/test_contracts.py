@@ -25,9 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _flags(command: str) -> set[str]:
-    parser = build_parser(EnvDefaults())
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {opt for action in sub.choices[command]._actions for opt in action.option_strings}
+    parser: argparse.ArgumentParser = build_parser(EnvDefaults())
+    for word in command.split():  # "lifecycle apply": a subcommand of a subcommand
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    return {opt for action in parser._actions for opt in action.option_strings}
 
 
 STORE_FLAGS = {"--store", "--endpoint-url", "--region", "--addressing-style", "--s3-checksum",
@@ -49,6 +51,15 @@ def test_gate_flags_are_pinned() -> None:
 def test_smoke_flags_are_pinned() -> None:
     assert _flags("smoke") == STORE_FLAGS | {"--nodes", "--members-per-node", "--rows",
                                              "--format", "--run-id", "--kill-node"}
+
+
+@pytest.mark.parametrize("command", ["lifecycle apply", "lifecycle verify", "bucket check"])
+def test_bucket_flags_are_pinned(command: str) -> None:
+    assert _flags(command) == STORE_FLAGS | {"--bucket", "--rule-file"}
+
+
+def test_gc_flags_are_pinned() -> None:
+    assert _flags("gc") == STORE_FLAGS | {"--older-than", "--yes"}
 
 
 def test_event_names_are_pinned() -> None:

@@ -18,13 +18,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     READONLY_ACCESS_KEY,
     READONLY_SECRET_KEY,
     TEST_BUCKET,
     TEST_IDENTITIES,
+    CliResult,
+    keys_under,
+    parse_events,
+    run_subprocess,
 )
-from helpers import CliResult, keys_under, parse_events, run_subprocess
 
 from s43_ray import codec as codecs
 from s43_ray.cli import main

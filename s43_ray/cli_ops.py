@@ -1,0 +1,113 @@
+"""The operator's subcommands: ``lifecycle apply|verify``, ``bucket check`` and ``gc``.
+
+Each returns a report with ``human()``, ``to_json()`` and ``exit_code``, printed by the CLI like
+a run summary (``--json``: one JSON object as the last stdout line).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Protocol
+
+from .cli_common import Parser, store_config, store_flags
+from .config import EnvDefaults, FileStoreConfig, StoreConfig, parse_store_url
+from .errors import InputError
+from .events import EventLog
+from .keys import DEFAULT_PREFIX
+from .lifecycle import (
+    apply_lifecycle,
+    bucket_check,
+    covers_prefix,
+    default_rule_doc,
+    gc_runs,
+    load_rule_file,
+    parse_age,
+    verify_lifecycle,
+)
+from .lifecycle_rules import LifecycleDoc
+from .store import open_store
+
+OPS_COMMANDS = ("lifecycle", "bucket", "gc")
+
+
+class Report(Protocol):
+    @property
+    def exit_code(self) -> int: ...
+
+    def human(self) -> str: ...
+
+    def to_json(self) -> str: ...
+
+
+def _bucket_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
+    p.add_argument("--bucket", metavar="B",
+                   help="the bucket (short for --store s3://B/s43-predictions)")
+    p.add_argument("--rule-file", metavar="PATH",
+                   help="lifecycle rules (default: infra/scaleway/"
+                        "s3-lifecycle-s43-predictions.json's rule for the store's prefix)")
+    store_flags(p, env)
+
+
+def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
+    """``lifecycle``, ``bucket`` and ``gc`` under the main parser's subcommands."""
+    lc = sub.add_parser("lifecycle", help="the 7-day retention rule on the bucket")
+    lc_sub = lc.add_subparsers(dest="action", required=True, parser_class=Parser)
+    _bucket_flags(lc_sub.add_parser(
+        "apply", help="put the rule, merged with the bucket's rules for other prefixes"), env)
+    _bucket_flags(lc_sub.add_parser(
+        "verify", help="read the live rule back: the operator's proof (exit 0 only if it "
+                       "matches)"), env)
+    bucket = sub.add_parser("bucket", help="bucket settings s43 relies on")
+    bucket_sub = bucket.add_subparsers(dest="action", required=True, parser_class=Parser)
+    _bucket_flags(bucket_sub.add_parser(
+        "check", help="is default encryption set, and the lifecycle rule?"), env)
+    gc = sub.add_parser("gc", help="list (or delete with --yes) whole runs older than a cut-off, "
+                                   "for stores without lifecycle rules")
+    gc.add_argument("--older-than", default="7d", metavar="AGE",
+                    help="runs whose newest object is older than this: 7d, 36h, 90m "
+                         "(default 7d)")
+    gc.add_argument("--yes", action="store_true",
+                    help="delete them (default: a dry run that only lists)")
+    store_flags(gc, env)
+
+
+def _resolve_bucket(args: argparse.Namespace) -> None:
+    if args.bucket is None:
+        return
+    if args.store:
+        bucket, _ = parse_store_url(args.store)
+        if bucket != args.bucket:
+            raise InputError(f"--bucket {args.bucket!r} differs from --store {args.store!r}; "
+                             "expected one of them, or the same bucket")
+        return
+    args.store = f"s3://{args.bucket}/{DEFAULT_PREFIX}"
+    parse_store_url(args.store)  # names the bucket if it is not a valid one
+
+
+def _rule_doc(args: argparse.Namespace, cfg: StoreConfig) -> LifecycleDoc:
+    doc = load_rule_file(args.rule_file) if args.rule_file else default_rule_doc(cfg.prefix)
+    if not covers_prefix(doc, cfg.prefix):
+        raise InputError(f"--rule-file {args.rule_file!r} has no rule for the store's prefix "
+                         f"{cfg.prefix + '/'!r}; expected a rule whose Filter.Prefix is "
+                         "that prefix")
+    return doc
+
+
+def run_op(args: argparse.Namespace, events: EventLog) -> Report:
+    """Run one operator subcommand."""
+    if args.command == "gc":
+        age = parse_age(args.older_than)
+        with store_config(args) as cfg:
+            return gc_runs(open_store(cfg), cfg.prefix, age, delete=args.yes)
+    _resolve_bucket(args)
+    with store_config(args) as cfg:
+        if isinstance(cfg, FileStoreConfig):
+            raise InputError(f"{args.command} {args.action} needs an S3 bucket, not the file "
+                             f"store {args.store!r}; expected --bucket or --store s3://... "
+                             "(a file store's retention is `s43-ray gc`)")
+        doc = _rule_doc(args, cfg)
+        if args.command == "bucket":
+            return bucket_check(cfg, cfg.bucket, doc)
+        if args.action == "apply":
+            return apply_lifecycle(cfg, cfg.bucket, doc)
+        return verify_lifecycle(cfg, cfg.bucket, doc)
