@@ -325,8 +325,11 @@ def _compare(cfg: SmokeConfig, run_id: str, s3: Summary, assigned: Mapping[str, 
     problems = []
     if s3.status != "passed":
         problems.append(f"the S3 run failed: {s3.reason}")
-    if len(by_node) < 2:
-        problems.append(f"members were written from {len(by_node)} node(s); expected >= 2")
+    # Every worker node writes some (the killed one may have been removed before it could).
+    idle = sorted(set(assigned.values()) - set(by_node) - ({killed} if killed else set()))
+    if len(by_node) < 2 or idle:
+        problems.append(f"members were written from {len(by_node)} node(s), none from "
+                        f"{[n[:12] for n in idle]}; expected every worker node to write some")
     if foreign == 0:
         problems.append("the gate's node wrote every member; expected it to check others'")
     if pod.status == "passed":
