@@ -65,6 +65,8 @@ EPILOG = """exit codes:
   2  bad input or usage; nothing written
   3  store or cluster unreachable or refusing; or the verdict could not be persisted
   130 interrupted
+  smoke: 0 only when S3 passed and the pod-local transport was caught failing;
+  lifecycle verify, bucket check: 0 OK, 1 MISMATCH or MISSING
 
 events: JSON lines on stderr; summary on stdout (--json: its last line is one JSON object)."""
 
