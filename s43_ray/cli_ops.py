@@ -1,4 +1,4 @@
-"""The operator's subcommands: ``lifecycle apply|verify``, ``bucket check`` and ``gc``.
+"""The operator's subcommands: ``report``, ``lifecycle apply|verify``, ``bucket check``, ``gc``.
 
 Each returns a report with ``human()``, ``to_json()`` and ``exit_code``, printed by the CLI like
 a run summary (``--json``: one JSON object as the last stdout line).
@@ -13,7 +13,7 @@ from .cli_common import Parser, store_config, store_flags
 from .config import EnvDefaults, FileStoreConfig, StoreConfig, parse_store_url
 from .errors import InputError
 from .events import EventLog
-from .keys import DEFAULT_PREFIX
+from .keys import DEFAULT_PREFIX, validate_run_id
 from .lifecycle import (
     apply_lifecycle,
     bucket_check,
@@ -25,9 +25,10 @@ from .lifecycle import (
     verify_lifecycle,
 )
 from .lifecycle_rules import LifecycleDoc
+from .report import report_run
 from .store import open_store
 
-OPS_COMMANDS = ("lifecycle", "bucket", "gc")
+OPS_COMMANDS = ("lifecycle", "bucket", "gc", "report")
 
 
 class Report(Protocol):
@@ -69,6 +70,13 @@ def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
     gc.add_argument("--yes", action="store_true",
                     help="delete them (default: a dry run that only lists)")
     store_flags(gc, env)
+    report = sub.add_parser("report", help="what an operator needs about a run: verdict, "
+                                           "members missing/invalid/unexpected, sizes, times")
+    report.add_argument("--run-id", required=True)
+    report.add_argument("--no-head", action="store_true",
+                        help="skip the HEAD of every object (codec and write time from LIST "
+                             "only; faster on 10,000 members)")
+    store_flags(report, env)
 
 
 def _resolve_bucket(args: argparse.Namespace) -> None:
@@ -95,6 +103,13 @@ def _rule_doc(args: argparse.Namespace, cfg: StoreConfig) -> LifecycleDoc:
 
 def run_op(args: argparse.Namespace, events: EventLog) -> Report:
     """Run one operator subcommand."""
+    if args.command == "report":
+        run_id = validate_run_id(args.run_id)
+        events.run_id = run_id
+        with store_config(args) as cfg:
+            store = open_store(cfg)
+            store.check()
+            return report_run(store, cfg.prefix, run_id, head=not args.no_head)
     if args.command == "gc":
         age = parse_age(args.older_than)
         with store_config(args) as cfg:

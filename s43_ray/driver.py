@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from . import events as ev
+from . import metrics
 from .codec import Codec
 from .config import AnyStoreConfig
 from .errors import INFRA_ERROR_CLASSES, ClusterError, InputError, S43Error
@@ -355,6 +356,9 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                                ) from exc
         except RayError as exc:
             raise ClusterError(f"gate task failed: {_first_line(exc)}") from exc
+        # Inside the Ray session: the driver's metrics are flushed by ray.shutdown().
+        metrics.record_gate(verdict.status)
+        metrics.record_cohort(cfg.run_id, verdict.expected, verdict.cohort_count, store_cfg.url)
     progress.clear()
     report_verdict(verdict, events, store_cfg.endpoint_url)
     persisted = persist_verdict(store, layout, verdict, events)

@@ -35,6 +35,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from . import metrics
 from .config import AnyStoreConfig, FileStoreConfig, StoreConfig
 from .errors import (
     AccessDenied,
@@ -113,6 +114,7 @@ class _RetryLogger:
         if attempt > 1:
             with self._lock:
                 self.retries += 1
+            metrics.record_retry(operation_name)
             path = urlsplit(str(getattr(request, "url", ""))).path
             log.warning("s3 %s retry attempt %d to %s (%s)", operation_name, attempt,
                         self.endpoint, unquote(path))
@@ -276,27 +278,34 @@ class S3Store:
                                   **self._sse}
         if s3_checksum and self.cfg.s3_checksum == "crc64nvme":
             kwargs["ChecksumCRC64NVME"] = s3_checksum
-        try:
-            self._client.put_object(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "PUT", key) from exc
+        size = body.nbytes if isinstance(body, memoryview) else len(body)
+        with metrics.s3_request("put", metrics.codec_tag(metadata, content_type), size):
+            try:
+                self._client.put_object(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "PUT", key) from exc
 
     def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
-        try:
-            resp = self._client.get_object(Bucket=self.cfg.bucket, Key=key, **self._sse)
-            body = resp["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "GET", key) from exc
+        with metrics.s3_request("get") as req:
+            try:
+                resp = self._client.get_object(Bucket=self.cfg.bucket, Key=key, **self._sse)
+                body = resp["Body"].read()
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "GET", key) from exc
+            req.codec = metrics.codec_tag(resp.get("Metadata"), resp.get("ContentType"))
+            req.nbytes = len(body)
         info = ObjectInfo(key=key, size=len(body), metadata=resp.get("Metadata", {}),
                           last_modified=resp["LastModified"].timestamp())
         return memoryview(body), info
 
     def head(self, key: str) -> ObjectInfo:
-        try:
-            resp = self._client.head_object(Bucket=self.cfg.bucket, Key=key,
-                                            ChecksumMode="ENABLED", **self._sse)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "HEAD", key) from exc
+        with metrics.s3_request("head") as req:
+            try:
+                resp = self._client.head_object(Bucket=self.cfg.bucket, Key=key,
+                                                ChecksumMode="ENABLED", **self._sse)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "HEAD", key) from exc
+            req.codec = metrics.codec_tag(resp.get("Metadata"), resp.get("ContentType"))
         return ObjectInfo(key=key, size=int(resp["ContentLength"]),
                           metadata=resp.get("Metadata", {}),
                           last_modified=resp["LastModified"].timestamp(),
@@ -309,10 +318,11 @@ class S3Store:
                                       "MaxKeys": LIST_PAGE_SIZE}
             if token:
                 kwargs["ContinuationToken"] = token
-            try:
-                page = self._client.list_objects_v2(**kwargs)
-            except (ClientError, BotoCoreError) as exc:
-                raise self._fail(exc, "LIST", prefix) from exc
+            with metrics.s3_request("list"):
+                try:
+                    page = self._client.list_objects_v2(**kwargs)
+                except (ClientError, BotoCoreError) as exc:
+                    raise self._fail(exc, "LIST", prefix) from exc
             for obj in page.get("Contents", []):
                 yield ObjectInfo(key=obj["Key"], size=int(obj["Size"]),
                                  last_modified=obj["LastModified"].timestamp())
@@ -321,17 +331,19 @@ class S3Store:
                 return
 
     def delete(self, key: str) -> None:
-        try:
-            self._client.delete_object(Bucket=self.cfg.bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "DELETE", key) from exc
+        with metrics.s3_request("delete"):
+            try:
+                self._client.delete_object(Bucket=self.cfg.bucket, Key=key)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "DELETE", key) from exc
 
     def check(self) -> None:
-        try:
-            self._client.list_objects_v2(Bucket=self.cfg.bucket, Prefix=self.cfg.prefix + "/",
-                                         MaxKeys=1)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "LIST", self.cfg.prefix + "/") from exc
+        with metrics.s3_request("list"):
+            try:
+                self._client.list_objects_v2(Bucket=self.cfg.bucket,
+                                             Prefix=self.cfg.prefix + "/", MaxKeys=1)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "LIST", self.cfg.prefix + "/") from exc
 
 
 def admin_create_bucket(cfg: StoreConfig, bucket: str) -> None:

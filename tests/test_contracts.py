@@ -58,6 +58,10 @@ def test_bucket_flags_are_pinned(command: str) -> None:
     assert _flags(command) == STORE_FLAGS | {"--bucket", "--rule-file"}
 
 
+def test_report_flags_are_pinned() -> None:
+    assert _flags("report") == STORE_FLAGS | {"--run-id", "--no-head"}
+
+
 def test_gc_flags_are_pinned() -> None:
     assert _flags("gc") == STORE_FLAGS | {"--older-than", "--yes"}
 

@@ -105,3 +105,30 @@ def test_bad_operator_input_exits_2(cli: Cli, argv: list[str], named: str) -> No
     assert result.code == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("s43-ray: error:") and named in line
+
+
+def test_report_shows_the_verdict_members_sizes_and_times(cli: Cli, store_args: list[str],
+                                                         store: S3Store,
+                                                         store_cfg: StoreConfig) -> None:
+    assert cli("run", *store_args, "--run-id", "report-me", "--cohort-size", "3", "--rows",
+               "100").code == 0
+    report = cli("report", *store_args, "--run-id", "report-me", "--json")
+    assert report.code == 0, report.stderr
+    r = report.summary
+    assert r["status"] == "passed" and r["missing"] == [] and r["stale"] is False
+    assert [m["member"] for m in r["members"]] == ["m00000", "m00001", "m00002"]
+    assert all(m["size"] > 0 and m["written_at"].endswith("Z") for m in r["members"])
+    assert "verdict: PASSED 3/3" in report.stderr
+    # A member deleted after the verdict: the report says the verdict is stale (exit 1).
+    store.delete(f"{store_cfg.prefix}/report-me/m00001.arrow")
+    stale = cli("report", *store_args, "--run-id", "report-me", "--json")
+    assert stale.code == 1
+    assert stale.summary["status"] == "stale" and stale.summary["missing"] == ["m00001"]
+    assert "STALE" in stale.stderr
+
+
+def test_report_of_a_run_that_does_not_exist_exits_2(cli: Cli, store_args: list[str]) -> None:
+    result = cli("report", *store_args, "--run-id", "never-ran", "--json")
+    assert result.code == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "'never-ran' does not exist" in line
