@@ -211,7 +211,8 @@ def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
             else:
                 events.emit(ev.PRED_PERSIST_FAILED, "error", member=member, key=outcome.key,
                             error_class=outcome.error_class, attempts=outcome.attempts,
-                            node_id=outcome.node_id, endpoint=spec.store.endpoint_url,
+                            node_id=outcome.node_id, seconds=round(outcome.seconds, 6),
+                            endpoint=spec.store.endpoint_url, store=spec.store.url,
                             message=outcome.message)
             progress.advance(failed=not isinstance(outcome, PredictionRef))
             if on_outcome is not None:
@@ -225,7 +226,8 @@ def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) 
     for check in verdict.checks:
         if check.status == "invalid":
             events.emit(ev.PRED_LOAD_FAILED, "error", member=check.member, key=check.key,
-                        error_class=check.error_class, message=check.detail, endpoint=endpoint)
+                        error_class=check.error_class, message=check.detail, endpoint=endpoint,
+                        node_id=verdict.node_id, seconds=round(check.read_seconds, 6))
     events.emit(ev.ACQUIRE_OUTCOME, "info" if verdict.cohort_count == verdict.expected
                 else "warning", keys=verdict.cohort_count, expected=verdict.expected,
                 listed=verdict.listed_keys, missing=len(verdict.missing),
@@ -239,7 +241,8 @@ def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) 
                     :ev.MAX_LISTED], unexpected=len(verdict.unexpected),
                 error_class="" if verdict.passed else "cohort_incomplete",
                 reason=verdict.reason,
-                gate_node=verdict.node_id, gate_seconds=round(verdict.gate_seconds, 3))
+                gate_node=verdict.node_id, gate_seconds=round(verdict.gate_seconds, 3),
+                store=verdict.store, endpoint=endpoint)
 
 
 def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
@@ -251,7 +254,8 @@ def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
                   content_type="application/json")
     except S43Error as exc:
         events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
-                    error_class=exc.error_class, message=str(exc), status=verdict.status)
+                    error_class=exc.error_class, message=str(exc), status=verdict.status,
+                    store=store.url)
         return False
     events.emit(ev.GATE_PERSISTED, key=layout.gate_key, status=verdict.status)
     return True

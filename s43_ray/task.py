@@ -69,6 +69,7 @@ class PersistFailure:
     message: str
     node_id: str = ""
     attempts: int = 1  # S3 attempts made for the PUT (1 + botocore retries)
+    seconds: float = 0.0  # time spent on the member before it failed
 
 
 PersistOutcome = PredictionRef | PersistFailure
@@ -94,8 +95,8 @@ def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
     layout = RunLayout(spec.store.prefix, spec.run_id)
     key = layout.member_key(member, spec.codec)
     node = _node_id()
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         arrays = load_predictor(spec.predictor)(spec.run_id, member, spec.rows)
         t1 = time.perf_counter()
         encoded = codecs.encode(arrays, spec.codec)
@@ -105,11 +106,13 @@ def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
                   s3_checksum=encoded.s3_checksum)
         t3 = time.perf_counter()
     except S43Error as exc:
-        return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node)
+        return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node,
+                              seconds=time.perf_counter() - t0)
     except Exception as exc:
         return PersistFailure(spec.run_id, member, key, "predictor",
                               f"predictor {spec.predictor} failed for member {member!r}: "
-                              f"{type(exc).__name__}: {exc}", node)
+                              f"{type(exc).__name__}: {exc}", node,
+                              seconds=time.perf_counter() - t0)
     return PredictionRef(
         run_id=spec.run_id, member=member, key=key, codec=spec.codec, bytes=encoded.nbytes,
         checksum=encoded.checksum, arrays=encoded.arrays, predict_seconds=t1 - t0,
