@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
 from . import __version__
+from . import bench as bench_module
 from .cli_common import Parser, UsageError, int_in, store_config, store_flags
 from .cli_ops import OPS_COMMANDS, Report, add_ops_parsers, run_op
 from .codec import CODECS, Codec
@@ -202,7 +203,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         wants_json = "--json" in argv
-        command = next((a for a in argv if a in {"run", "gate", "smoke", *OPS_COMMANDS}), "")
+        command = next((a for a in argv if a in {"run", "gate", "smoke", "bench",
+                                                  *OPS_COMMANDS}), "")
         return _fail(argparse.Namespace(json=wants_json, command=command), out, err,
                      exc.exit_code, "usage", str(exc), None)
     on_main = threading.current_thread() is threading.main_thread()
@@ -215,6 +217,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
 
 
 def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.command == "bench":  # prints its own tables and JSON
+        return bench_module.run(args, stdout=out, stderr=err)
     level: Severity = args.events or ("warning" if err.isatty() else "info")
     events = EventLog(err, min_severity=level)
     try:

@@ -100,6 +100,14 @@ def store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
 @contextlib.contextmanager
 def store_config(args: argparse.Namespace) -> Iterator[AnyStoreConfig]:
     """The configured store, or the embedded local server for the length of the command."""
+    with store_and_server(args) as (cfg, _):
+        yield cfg
+
+
+@contextlib.contextmanager
+def store_and_server(args: argparse.Namespace
+                     ) -> Iterator[tuple[AnyStoreConfig, LocalS3 | None]]:
+    """:func:`store_config`, and the embedded server when it is the one used."""
     endpoint = args.endpoint_url or args.env_endpoint_url
     if endpoint:
         validate_endpoint(endpoint)
@@ -120,18 +128,18 @@ def store_config(args: argparse.Namespace) -> Iterator[AnyStoreConfig]:
         if args.endpoint_url:
             raise InputError(f"--endpoint-url {args.endpoint_url!r} does not apply to the file "
                              f"store {args.store!r}; expected no --endpoint-url")
-        yield FileStoreConfig(root=parse_file_url(args.store))
+        yield FileStoreConfig(root=parse_file_url(args.store)), None
         return
     if args.store:
         bucket, prefix = parse_store_url(args.store)
         yield StoreConfig(bucket=bucket, prefix=prefix, endpoint_url=endpoint,
-                          region=args.region, **common)
+                          region=args.region, **common), None
         return
     if args.endpoint_url:  # given on the command line (an endpoint from the env is ignored)
         raise InputError(f"--endpoint-url {args.endpoint_url!r} was given without --store; "
                          "expected --store s3://BUCKET/PREFIX too")
     with LocalS3(args.local_dir) as server:
-        yield server.store_config(**common)
+        yield server.store_config(**common), server
 
 
 def encryption(args: argparse.Namespace) -> tuple[str, Secret | None]:

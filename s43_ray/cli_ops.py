@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Protocol
 
+from . import bench as bench_module
 from .cli_common import Parser, store_config, store_flags
 from .config import EnvDefaults, FileStoreConfig, StoreConfig, parse_store_url
 from .errors import InputError
@@ -70,6 +71,10 @@ def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
     gc.add_argument("--yes", action="store_true",
                     help="delete them (default: a dry run that only lists)")
     store_flags(gc, env)
+    bench = sub.add_parser("bench", help="benchmark S3 write/read latency against the "
+                                         "alternatives (same as benchmarks/bench_transport.py)")
+    bench_module.add_arguments(bench, store_flags=False)
+    store_flags(bench, env)
     report = sub.add_parser("report", help="what an operator needs about a run: verdict, "
                                            "members missing/invalid/unexpected, sizes, times")
     report.add_argument("--run-id", required=True)

@@ -62,6 +62,13 @@ def test_report_flags_are_pinned() -> None:
     assert _flags("report") == STORE_FLAGS | {"--run-id", "--no-head"}
 
 
+def test_bench_flags_are_pinned() -> None:
+    assert _flags("bench") == STORE_FLAGS | {
+        "--out", "--quick", "--sizes", "--codecs", "--concurrency", "--repeats",
+        "--cohort-members", "--cohort-member-bytes", "--gate-members", "--phases",
+        "--ray-address"}
+
+
 def test_gc_flags_are_pinned() -> None:
     assert _flags("gc") == STORE_FLAGS | {"--older-than", "--yes"}
 
