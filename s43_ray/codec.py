@@ -15,13 +15,14 @@ The file opens with stock ``pyarrow.ipc.open_file``; decoding is zero-copy for n
 from __future__ import annotations
 
 import base64
+import functools
 import io
-import json
+import math
 import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +57,12 @@ _ARROW_STORAGE = {
     pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64(),
     pa.float16(), pa.float32(), pa.float64(),
 }
+_ARROW_STORAGE_NAMES = frozenset(str(t) for t in _ARROW_STORAGE)  # cheaper than hashing types
+_LARGE_LIST_ID = pa.large_list(pa.int8()).id
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions()
+# Records of at least this many bytes are written into one exactly sized buffer (see
+# _encode_arrow); smaller ones into a growing stream, which is cheaper for them.
+_PRESIZE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -224,15 +231,26 @@ def _encode_arrow(arrays: dict[str, np.ndarray]) -> memoryview:
                               "expected at most 64-bit floats (use --format npz)")
         offsets = pa.array(np.array([0, len(flat)], dtype=np.int64))
         column = pa.LargeListArray.from_arrays(offsets, values)
-        meta = {"s43.dtype": arr.dtype.str, "s43.shape": json.dumps(list(arr.shape))}
+        meta = {"s43.dtype": arr.dtype.str, "s43.shape": _shape_text(arr.shape)}
         fields.append(pa.field(name, column.type, nullable=False, metadata=meta))
         columns.append(column)
     schema = pa.schema(fields, metadata={"s43.format_version": FORMAT_VERSION})
     batch = pa.RecordBatch.from_arrays(columns, schema=schema)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, schema) as writer:
+    if sum(a.nbytes for a in arrays.values()) < _PRESIZE_BYTES:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, schema, options=_IPC_OPTIONS) as writer:
+            writer.write_batch(batch)
+        return memoryview(sink.getvalue())
+    # Large records: measure the file, then write it into one buffer of exactly that size. A
+    # growing output stream doubles its allocation as it goes, and the payload would keep the
+    # whole (up to 2x) allocation alive through the PUT.
+    mock = pa.MockOutputStream()
+    with pa.ipc.new_file(mock, schema, options=_IPC_OPTIONS) as writer:
         writer.write_batch(batch)
-    return memoryview(sink.getvalue())
+    buf = pa.allocate_buffer(mock.size())
+    with pa.ipc.new_file(pa.FixedSizeBufferWriter(buf), schema, options=_IPC_OPTIONS) as writer:
+        writer.write_batch(batch)
+    return memoryview(buf)
 
 
 def _decode_arrow(payload: bytes | memoryview) -> dict[str, np.ndarray]:
@@ -250,29 +268,55 @@ def _decode_arrow(payload: bytes | memoryview) -> dict[str, np.ndarray]:
     return out
 
 
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """``[3, 4]``: what ``json.dumps(list(shape))`` writes, without json on the hot path."""
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+def _parse_shape(raw: bytes) -> tuple[int, ...]:
+    text = raw.decode().strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        raise ValueError(f"shape {text!r}")
+    body = text[1:-1].strip()
+    shape = tuple(int(d) for d in body.split(",")) if body else ()
+    if any(d < 0 for d in shape):
+        raise ValueError(f"shape {text!r}")
+    return shape
+
+
+@functools.lru_cache(maxsize=256)
+def _dtype_info(text: str) -> tuple[np.dtype[Any], np.dtype[Any], np.dtype[Any], int]:
+    """A declared dtype, checked once per process: (dtype, Arrow storage dtype, native view
+    dtype, storage values per element). Raises UnsafePayload for a refused dtype."""
+    dtype = np.dtype(text)
+    if dtype.kind not in _SAFE_KINDS or dtype.fields is not None:
+        raise UnsafePayload(f"declares dtype {dtype}; refused")
+    storage = _storage_view(np.empty(0, dtype=dtype)).dtype
+    native = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+    return dtype, storage, native, 2 if dtype.kind == "c" else 1
+
+
 def _decode_field(field: pa.Field, column: pa.Array) -> np.ndarray:
     meta = field.metadata or {}
     try:
-        dtype = np.dtype(meta[b"s43.dtype"].decode())
-        shape = tuple(int(d) for d in json.loads(meta[b"s43.shape"]))
+        dtype, storage, native, per_element = _dtype_info(meta[b"s43.dtype"].decode())
+        shape = _parse_shape(meta[b"s43.shape"])
+    except UnsafePayload as exc:
+        raise UnsafePayload(f"arrow field {field.name!r} {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise CodecMismatch(f"arrow field {field.name!r} lacks s43 dtype/shape metadata") from exc
-    if dtype.kind not in _SAFE_KINDS or dtype.fields is not None:
-        raise UnsafePayload(f"arrow field {field.name!r} declares dtype {dtype}; refused")
-    if not pa.types.is_large_list(column.type) or len(column) != 1 or column.null_count:
+    if column.type.id != _LARGE_LIST_ID or len(column) != 1 or column.null_count:
         raise CodecMismatch(f"arrow field {field.name!r} is {column.type} of {len(column)} rows; "
                             "expected one large_list row")
     values = column.flatten()
-    if values.type not in _ARROW_STORAGE or values.null_count:
+    if str(values.type) not in _ARROW_STORAGE_NAMES or values.null_count:
         raise CodecMismatch(f"arrow field {field.name!r} stores {values.type}; expected a "
                             "non-null numeric type")
     flat = values.to_numpy(zero_copy_only=True)
-    storage = _storage_view(np.empty(0, dtype=dtype)).dtype
-    count = int(np.prod(shape, dtype=np.int64)) * (2 if dtype.kind == "c" else 1)
+    count = math.prod(shape) * per_element
     if flat.dtype != storage or flat.size != count:
         raise CodecMismatch(f"arrow field {field.name!r} holds {flat.size} x {flat.dtype}; "
                             f"expected {count} x {storage} for shape {shape} {dtype}")
-    native = flat.view(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
-    arr = native.reshape(shape)
+    arr = flat.view(native).reshape(shape)
     out: np.ndarray = arr.astype(dtype) if dtype.byteorder == ">" else arr
     return out

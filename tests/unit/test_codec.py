@@ -420,3 +420,28 @@ def test_arrow_refuses_extended_precision_and_points_to_npz(dtype: type) -> None
     with pytest.raises(UnsafeArray, match="use --format npz"):
         codec.encode({"a": arr}, "arrow")
     assert codec.decode(codec.encode({"a": arr}, "npz").payload, "npz")["a"].dtype == arr.dtype
+
+
+def test_large_arrow_records_are_written_into_one_exact_buffer_with_the_same_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records >= 1 MiB go through a pre-sized buffer; the file is byte-identical to the
+    streamed one, opens with stock pyarrow, and its buffer is exactly the payload's size."""
+    arrays = {"predictions": np.arange(400_000, dtype=np.float32),
+              "label": (np.arange(400_000) % 3).astype(np.int8)}
+    presized = codec.encode(arrays, "arrow")
+    monkeypatch.setattr(codec, "_PRESIZE_BYTES", 1 << 40)
+    streamed = codec.encode(arrays, "arrow")
+    assert bytes(presized.payload) == bytes(streamed.payload)
+    assert presized.checksum == streamed.checksum
+    assert pa.ipc.open_file(pa.py_buffer(presized.payload)).get_batch(0).num_rows == 1
+    decoded = codec.decode(presized.payload, "arrow")
+    assert all(np.array_equal(decoded[k], arrays[k]) for k in arrays)
+
+
+@pytest.mark.parametrize("shape", [b"[3, -1]", b"3, 4", b"[a]", b"{}"])
+def test_arrow_shape_metadata_that_does_not_parse_is_a_codec_mismatch(shape: bytes) -> None:
+    values = pa.array(np.zeros(3, dtype=np.float32))
+    column = pa.LargeListArray.from_arrays(pa.array(np.array([0, 3], dtype=np.int64)), values)
+    field = pa.field("p", column.type, metadata={"s43.dtype": "<f4", "s43.shape": shape})
+    with pytest.raises(CodecMismatch):
+        codec._decode_field(field, column)
