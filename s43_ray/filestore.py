@@ -1,0 +1,155 @@
+"""The ``file://`` store: a directory every node mounts (a shared volume such as NFS).
+
+Correct only when every node sees the same directory; see :class:`FileStore`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+
+from .config import FileStoreConfig
+from .errors import AccessDenied, InputError, NoSuchBucket, ObjectNotFound, StoreError
+from .store import ObjectInfo
+
+# Control folders under a file store's root, outside every prefix: user metadata of each object
+# (what S3 keeps in its headers), and temporary files renamed into place when complete.
+FILE_META_DIR = ".s43-meta"
+FILE_TMP_DIR = ".s43-tmp"
+
+
+class FileStore:
+    """:class:`Store` over a directory. Correct only when every node mounts the same directory.
+
+    A write goes to a temporary file that is renamed into place once complete and flushed, so a
+    reader sees the whole object or none of it; the object's metadata is written first, next to
+    it under ``.s43-meta/``, so an object is never visible without its metadata.
+    """
+
+    retries = 0  # no network, nothing to retry
+
+    def __init__(self, cfg: FileStoreConfig) -> None:
+        self.cfg = cfg
+        # Resolved here, on the node that opens the store: a node-local path differs per node.
+        resolved = os.path.expandvars(os.path.expanduser(cfg.root))
+        if "$" in resolved:
+            raise InputError(f"file store root {cfg.root!r} names an unset environment "
+                             "variable; expected it set on every node")
+        self.root = os.path.abspath(resolved)
+
+    @property
+    def url(self) -> str:
+        return self.cfg.url
+
+    def _path(self, key: str, base: str = "") -> str:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in {"", ".", ".."} for p in parts) \
+                or parts[0] in {FILE_META_DIR, FILE_TMP_DIR}:
+            raise InputError(f"key {key!r} is not a plain relative key; expected a/b/c")
+        return os.path.join(self.root, base, *parts)
+
+    def _fail(self, exc: OSError, op: str, key: str) -> StoreError:
+        where = f"{op} {self.url}/{key}"
+        if isinstance(exc, FileNotFoundError):
+            return ObjectNotFound(f"{where}: not found")
+        if isinstance(exc, PermissionError):
+            return AccessDenied(f"{where}: permission denied")
+        return StoreError(f"{where}: {errno.errorcode.get(exc.errno or 0, 'OSError')}: "
+                          f"{exc.strerror or exc}")
+
+    def _write_atomic(self, path: str, chunks: bytes | memoryview) -> None:
+        tmp_dir = os.path.join(self.root, FILE_TMP_DIR)
+        os.makedirs(tmp_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(tmp_dir, uuid.uuid4().hex)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(chunks)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        meta = json.dumps({"metadata": dict(metadata), "content_type": content_type}).encode()
+        try:
+            self._write_atomic(self._path(key, FILE_META_DIR) + ".json", meta)
+            self._write_atomic(path, body)
+        except OSError as exc:
+            raise self._fail(exc, "PUT", key) from exc
+
+    def _metadata(self, key: str) -> dict[str, str]:
+        try:
+            with open(self._path(key, FILE_META_DIR) + ".json", "rb") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return {}  # written by something else: the gate reports it as having no metadata
+        meta = record.get("metadata") if isinstance(record, dict) else None
+        return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+    def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                body = f.read()
+                mtime = os.fstat(f.fileno()).st_mtime
+        except OSError as exc:
+            raise self._fail(exc, "GET", key) from exc
+        return memoryview(body), ObjectInfo(key, len(body), self._metadata(key), mtime)
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            st = os.stat(self._path(key))
+        except OSError as exc:
+            raise self._fail(exc, "HEAD", key) from exc
+        # No store-side checksum: verify --head downloads and checks our own.
+        return ObjectInfo(key, st.st_size, self._metadata(key), st.st_mtime)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = os.path.join(self.root, base) if base else self.root
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(top, onerror=None):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d not in {FILE_META_DIR, FILE_TMP_DIR}]
+                rel_dir = ""
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                found.append(ObjectInfo(key, st.st_size, {}, st.st_mtime))
+        yield from sorted(found, key=lambda o: o.key)
+
+    def delete(self, key: str) -> None:
+        for path in (self._path(key), self._path(key, FILE_META_DIR) + ".json"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._fail(exc, "DELETE", key) from exc
+
+    def check(self) -> None:
+        """The root must already exist: a missing mount must not turn into a node-local folder."""
+        if not os.path.isdir(self.root):
+            raise NoSuchBucket(f"file store root {self.root} does not exist or is not a "
+                               "directory; expected a directory mounted on every node")
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise AccessDenied(f"file store root {self.root}: permission denied; expected "
+                               "a directory this user can read and write")
+
+
