@@ -310,9 +310,10 @@ def write_all(results: dict[str, Any], out_dir: Path, *,
         warn(f"WARNING: {missing}; no plots")
     else:
         codec = results["plan"]["default_codec"]
-        _plot_latency(plt, results["rows"], codec, out_dir / LATENCY_PNG)
-        _plot_throughput(plt, results["rows"], codec, out_dir / THROUGHPUT_PNG)
-        plots = [out_dir / LATENCY_PNG, out_dir / THROUGHPUT_PNG]
+        if results["rows"]:  # none when only the cohort or gate phases ran (--phases)
+            _plot_latency(plt, results["rows"], codec, out_dir / LATENCY_PNG)
+            _plot_throughput(plt, results["rows"], codec, out_dir / THROUGHPUT_PNG)
+            plots = [out_dir / LATENCY_PNG, out_dir / THROUGHPUT_PNG]
         if results.get("cohort"):
             _plot_cohort(plt, results["cohort"], out_dir / COHORT_PNG)
             plots.append(out_dir / COHORT_PNG)
