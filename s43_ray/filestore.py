@@ -96,7 +96,7 @@ class FileStore:
         meta = record.get("metadata") if isinstance(record, dict) else None
         return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
-    def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
+    def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
         path = self._path(key)
         try:
             with open(path, "rb") as f:

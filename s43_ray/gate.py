@@ -101,7 +101,8 @@ class Verdict:
 
 
 def _verify_one(store: Store, member: str, key: str, codec: Codec,
-                expect: Expectation | None, mode: VerifyMode) -> MemberCheck:
+                expect: Expectation | None, mode: VerifyMode,
+                listed_size: int | None = None) -> MemberCheck:
     t0 = time.perf_counter()
     try:
         if mode == "head":
@@ -118,7 +119,7 @@ def _verify_one(store: Store, member: str, key: str, codec: Codec,
                                    last_modified=info.last_modified)
             # The store keeps no checksum of its own for this object: download and verify.
             t0 = time.perf_counter()
-        body, info = store.get(key)
+        body, info = store.get(key, size_hint=expect.bytes if expect else listed_size)
         elapsed = time.perf_counter() - t0
         want_sum, want_bytes = _check_metadata(info, codec, expect)
         codecs.verify(body, codec=codec, expected_checksum=want_sum, expected_bytes=want_bytes)
@@ -175,11 +176,13 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
                          "expected unique names")
     wanted = set(members)
     present: dict[str, str] = {}  # member -> key in the run's codec
+    sizes: dict[str, int] = {}  # key -> size as listed
     other_codec: dict[str, str] = {}  # member -> key written in another codec
     unexpected: list[str] = []
     listed = 0
     for info in store.list(layout.run_prefix):
         listed += 1
+        sizes[info.key] = info.size
         if layout.is_control(info.key):
             continue
         found = layout.classify(info.key)
@@ -204,7 +207,7 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
     todo = [m for m in members if m in present]
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo) or 1))) as pool:
         for check in pool.map(lambda m: _verify_one(store, m, present[m], codec, refs.get(m),
-                                                    mode), todo):
+                                                    mode, sizes.get(present[m])), todo):
             checks[check.member] = check
     ordered = [checks[m] for m in members]
     count = sum(c.status == "ok" for c in ordered)

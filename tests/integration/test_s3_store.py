@@ -156,3 +156,20 @@ def test_other_bucket_is_isolated(store: S3Store, store_cfg: StoreConfig,
 
     assert keys_under(other, store_cfg.prefix + "/") == [key]
     assert keys_under(store, store_cfg.prefix + "/") == []
+
+
+def test_both_get_paths_return_the_same_object(store: S3Store, store_cfg: StoreConfig) -> None:
+    """Large objects known by size go through boto3, the rest through obstore: same bytes,
+    metadata and timestamps either way."""
+    from s43_ray.store import BOTO3_GET_MIN_BYTES
+
+    body = bytes(range(256)) * (BOTO3_GET_MIN_BYTES // 256 + 7)
+    key = f"{store_cfg.prefix}/both/large.bin"
+    store.put(key, body, metadata={"s43-codec": "npz", "s43-bytes": str(len(body))})
+    by_boto3, info_b = store.get(key, size_hint=len(body))
+    by_obstore, info_o = store.get(key)
+    assert bytes(by_boto3) == bytes(by_obstore) == body
+    assert info_b.metadata == info_o.metadata == {"s43-codec": "npz",
+                                                  "s43-bytes": str(len(body))}
+    assert info_b.size == info_o.size == len(body)
+    assert info_b.last_modified == info_o.last_modified

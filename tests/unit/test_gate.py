@@ -341,10 +341,11 @@ def test_gate_marks_a_member_the_store_refuses_to_serve_invalid_with_the_store_c
     down = LAYOUT.member_key("m00001", "npz")
 
     class FlakyStore(MemoryStore):
-        def get(self, key: str) -> tuple[memoryview, ObjectInfo]:
+        def get(self, key: str, *, size_hint: int | None = None
+                ) -> tuple[memoryview, ObjectInfo]:
             if key == down:
                 raise StoreUnreachable(f"GET {key}: unreachable (ReadTimeoutError)")
-            return super().get(key)
+            return super().get(key, size_hint=size_hint)
 
     flaky = FlakyStore()
     flaky.objects = store.objects
