@@ -33,6 +33,7 @@ from .errors import (
 from .keys import RunLayout
 from .manifest import RunManifest, read_manifest
 from .store import ObjectInfo, Store
+from .summary import human_size
 
 # HEADs in flight at once; below the S3 client's connection pool, as for the gate.
 HEAD_CONCURRENCY = 16
@@ -131,7 +132,8 @@ class RunReport:
                 lines.append(f"    {v['reason']}")
         present = len(self.members) - len(self.missing)
         lines.append(f"  store now: {present}/{len(self.members)} member objects, "
-                     f"{_size(self.bytes_total)}, newest written {self.last_written_at or '-'}; "
+                     f"{human_size(self.bytes_total)}, "
+                     f"newest written {self.last_written_at or '-'}; "
                      f"{self.objects} keys under {self.run_prefix}")
         if self.stale:
             lines.append("  STALE: the store changed since the verdict; re-check with "
@@ -149,7 +151,7 @@ class RunReport:
         if len(self.members) <= HUMAN_LISTED:
             lines.append("  member        verdict  size        codec  written")
             for m in self.members:
-                size = _size(m.size) if m.size is not None else "-"
+                size = human_size(m.size) if m.size is not None else "-"
                 lines.append(f"  {m.member:<13} {m.verdict or '-':<8} {size:<11} "
                              f"{m.codec or '-':<6} {m.written_at or '-'}")
         return "\n".join(lines)
@@ -160,15 +162,6 @@ def _rfc3339(ts: float | None) -> str | None:
         return None
     stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def _read_verdict(store: Store, layout: RunLayout) -> tuple[dict[str, Any] | None,

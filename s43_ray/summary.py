@@ -87,7 +87,8 @@ class Summary:
             f"run {self.run_id}: gate {verdict} {self.cohort_count}/{self.expected} members "
             f"({self.codec}, {self.store})",
             *([f"  {self.reason}"] if self.status != "passed" and self.reason else []),
-            f"  bytes written {_size(self.bytes_written)}, read {_size(self.bytes_read)}; "
+            f"  bytes written {human_size(self.bytes_written)}, "
+            f"read {human_size(self.bytes_read)}; "
             f"wall {self.wall_seconds:.1f}s; s3 retries {self.s3_retries}, task retries "
             f"{self.task_retries}",
             *([f"  resumed: {self.reused} members reused, {self.computed} computed"]
@@ -109,7 +110,8 @@ class Summary:
         return "\n".join(lines)
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
+    """``12 B``, ``1.5 KiB``, ``83.4 MiB``: sizes as every summary and report prints them."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":

@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import EXIT_PASSED, InputError
 from .keys import GATE_OBJECT, MANIFEST_OBJECT
 from .store import ObjectInfo, S3Store, Store, _client, _translate
+from .summary import human_size
 
 # Units of --older-than: days, hours, minutes.
 AGE_UNITS = {"d": 86_400, "h": 3_600, "m": 60}
@@ -65,15 +66,6 @@ def _utc(ts: float | None) -> str | None:
         return None
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace(
         "+00:00", "Z")
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ class GcReport:
         for r in self.runs:
             if r.action != "kept":
                 lines.append(f"  {r.action:<8} {r.run_id}  {r.objects} objects, "
-                             f"{_size(r.bytes)}, newest {_utc(r.newest)}"
+                             f"{human_size(r.bytes)}, newest {_utc(r.newest)}"
                              + (f"  ({r.note})" if r.note else ""))
         kept = self.with_action("kept")
         if kept:
@@ -145,7 +137,7 @@ class GcReport:
             lines.append(f"  ignored  {self.loose_keys} key(s) directly under {self.prefix}/")
         gone = self.with_action("expired", "deleted")
         total = (f"{len(gone)} run(s), {sum(r.objects for r in gone)} objects, "
-                 f"{_size(sum(r.bytes for r in gone))}")
+                 f"{human_size(sum(r.bytes for r in gone))}")
         lines.append(f"  {total} deleted" if self.delete else
                      f"  {total} would be deleted; run again with --yes to delete them")
         return "\n".join(lines)
