@@ -86,12 +86,18 @@ def _ob_store(cfg: StoreConfig) -> ObStore:
         "retry_config": {"max_retries": 0, "retry_timeout": timedelta(seconds=1)},
     }
     if cfg.endpoint_url:
-        kwargs["endpoint"] = cfg.endpoint_url
+        # obstore also reads AWS_ENDPOINT_URL_S3 from the environment and lets it win over
+        # `endpoint`; the config decides here (the embedded server ignores that variable).
+        kwargs["endpoint"] = kwargs["aws_endpoint_url_s3"] = cfg.endpoint_url
     if cfg.sse == "sse-c" and cfg.sse_c_key is not None:
         kwargs.update(server_side_encryption="sse-c", sse_customer_key_base64=cfg.sse_c_key.value)
     if cfg.access_key_id and cfg.secret_access_key:
-        kwargs.update(access_key_id=cfg.access_key_id.value,
-                      secret_access_key=cfg.secret_access_key.value)
+        # Through a provider, not plain config keys: obstore would add an AWS_SESSION_TOKEN
+        # from the environment to them (boto3 does not, and the server refuses the pair).
+        static = {"access_key_id": cfg.access_key_id.value,
+                  "secret_access_key": cfg.secret_access_key.value,
+                  "token": None, "expires_at": None}
+        kwargs["credential_provider"] = lambda: static
     else:  # boto3's standard chain (env, profile, web identity, instance), refreshed as it does
         from obstore.auth.boto3 import Boto3CredentialProvider
 

@@ -32,6 +32,8 @@ def run_clean(argv: list[str], home: Path) -> CliResult:
     # An endpoint exported for production (as the README's Scaleway section does) must not
     # stop the embedded default: with no --store, the environment's endpoint is ignored.
     env["AWS_ENDPOINT_URL_S3"] = "https://s3.fr-par.scw.cloud"
+    # Nor does a session token meant for another store: the embedded credentials go alone.
+    env["AWS_SESSION_TOKEN"] = "a-token-for-another-store"
     env.pop("XDG_CACHE_HOME", None)
     exe = Path(sys.executable).parent / "s43-ray"
     proc = subprocess.run([str(exe), *argv], capture_output=True, text=True, env=env,
