@@ -37,8 +37,14 @@ EVENT_NAMES = (RUN_STARTED, PRED_PERSISTED, PRED_PERSIST_FAILED, PRED_LOAD_FAILE
 MAX_LISTED = 50
 
 
+def rfc3339(ts: float, timespec: str = "milliseconds") -> str:
+    """Epoch seconds as RFC 3339 UTC: ``2026-11-30T08:00:19.123Z``."""
+    stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec=timespec)
+    return stamp.replace("+00:00", "Z")
+
+
 def rfc3339_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.now(timezone.utc).timestamp())
 
 
 def _safe(value: Any) -> Any:

@@ -18,7 +18,6 @@ import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from . import __version__
@@ -30,6 +29,7 @@ from .errors import (
     InputError,
     ObjectNotFound,
 )
+from .events import rfc3339
 from .keys import RunLayout
 from .manifest import RunManifest, read_manifest
 from .store import ObjectInfo, Store
@@ -158,10 +158,7 @@ class RunReport:
 
 
 def _rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
+    return None if ts is None else rfc3339(ts)
 
 
 def _read_verdict(store: Store, layout: RunLayout) -> tuple[dict[str, Any] | None,

@@ -32,14 +32,15 @@ from obstore.store import S3Store as ObStore
 from . import metrics
 from .config import StoreConfig
 from .errors import (
+    S3_THROTTLING_CODES,
     AccessDenied,
     NoSuchBucket,
     ObjectNotFound,
     S43Error,
-    SseKeyRequired,
     StoreError,
     StoreUnreachable,
     Throttled,
+    sse_read_error,
 )
 
 log = logging.getLogger("s43_ray.store")
@@ -49,8 +50,6 @@ MAX_BACKOFF_S = 20.0
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _RETRYABLE_STATUS = {"500", "502", "503", "504"}
-_THROTTLING_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-                     "TooManyRequests", "RequestThrottled"}
 
 
 class _RetryCounter:
@@ -118,14 +117,14 @@ def _classify(exc: Exception, where: str, sse: str) -> tuple[S43Error, bool]:
         return ObjectNotFound(f"{where}: not found"), False
     if code == "NoSuchBucket":
         return NoSuchBucket(f"{where}: no such bucket"), False
-    if sse != "sse-c" and status == "400" and "customer key" in text.lower():
-        return SseKeyRequired(f"{where}: the object is encrypted with a customer key (SSE-C); "
-                              "expected --sse sse-c with S43_SSE_C_KEY or --sse-c-key-file"), False
-    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or status == "403":
-        hint = ": not allowed, or the object was written with another SSE-C key" \
-            if sse == "sse-c" else ""
-        return AccessDenied(f"{where}: access denied ({code or status or '403'}){hint}"), False
-    if code in _THROTTLING_CODES or status == "429":
+    denied = isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or status == "403"
+    sse_error = sse_read_error(code or status or ("403" if denied else ""), text, op="GET",
+                               where=where, sse=sse)
+    if sse_error is not None:
+        return sse_error, False
+    if denied:
+        return AccessDenied(f"{where}: access denied ({code or status or '403'})"), False
+    if code in S3_THROTTLING_CODES or status == "429":
         return Throttled(f"{where}: throttled ({code or status}) after retries"), True
     if status in _RETRYABLE_STATUS:
         return StoreError(f"{where}: {code or status}"), True

@@ -129,18 +129,13 @@ def _loopback_ray() -> Iterator[None]:
     """Keep every Ray listener of the smoke's cluster on 127.0.0.1 (see DESIGN.md)."""
     from ray._private import ray_constants  # read at import time; the CLI imported ray already
 
-    previous_env = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
     previous = ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the raylets it spawns
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        yield
+        with _env(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0"):  # for the raylets it spawns
+            yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = previous
-        if previous_env is None:
-            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
-        else:
-            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = previous_env
 
 
 class LocalCluster:

@@ -33,6 +33,7 @@ from botocore.exceptions import (
 from . import metrics, s3get
 from .config import AnyStoreConfig, FileStoreConfig, StoreConfig
 from .errors import (
+    S3_THROTTLING_CODES,
     AccessDenied,
     InputError,
     NoSuchBucket,
@@ -41,6 +42,7 @@ from .errors import (
     StoreError,
     StoreUnreachable,
     Throttled,
+    sse_read_error,
 )
 
 if TYPE_CHECKING:
@@ -58,8 +60,6 @@ LIST_PAGE_SIZE = 1000
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken", "AccountProblem"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-              "TooManyRequests", "503"}
 
 
 @dataclass(frozen=True)
@@ -161,24 +161,6 @@ def _code(exc: ClientError) -> str:
     return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
-def _sse_error(exc: Exception, *, op: str, where: str, sse: str
-               ) -> SseKeyRequired | AccessDenied | None:
-    """What a refused read of an SSE-C object means: no key given, or another key."""
-    if not isinstance(exc, ClientError) or op not in {"GET", "HEAD"}:
-        return None
-    code = _code(exc)
-    message = str(exc.response.get("Error", {}).get("Message", ""))
-    # GET says so in its body; HEAD has no body, only 400.
-    if sse != "sse-c" and ("customer key" in message.lower() or (op == "HEAD"
-                                                                  and code == "400")):
-        return SseKeyRequired(f"{where}: the object is encrypted with a customer key (SSE-C); "
-                              "expected --sse sse-c with S43_SSE_C_KEY or --sse-c-key-file")
-    if sse == "sse-c" and code in {"403", "AccessDenied"}:
-        return AccessDenied(f"{where}: access denied ({code}): not allowed, or the object was "
-                            "written with another SSE-C key")
-    return None
-
-
 def _translate(exc: Exception, *, op: str, target: str, endpoint: str) -> StoreError:
     """Map a botocore exception to the project's error tree; messages name the target."""
     where = f"{op} {target} at {endpoint}"
@@ -190,7 +172,7 @@ def _translate(exc: Exception, *, op: str, target: str, endpoint: str) -> StoreE
             return NoSuchBucket(f"{where}: no such bucket")
         if code in _DENIED:
             return AccessDenied(f"{where}: access denied ({code})")
-        if code in _THROTTLED:
+        if code in S3_THROTTLING_CODES:
             return Throttled(f"{where}: throttled ({code}) after retries")
         return StoreError(f"{where}: {code}")
     if isinstance(exc, NoCredentialsError):
@@ -268,8 +250,11 @@ class S3Store:
 
     def _fail(self, exc: Exception, op: str, key: str) -> StoreError | SseKeyRequired:
         target = f"s3://{self.cfg.bucket}/{key}"
-        sse = _sse_error(exc, op=op, where=f"{op} {target} at {self._endpoint}",
-                         sse=self.cfg.sse)
+        sse = None
+        if isinstance(exc, ClientError):
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            sse = sse_read_error(_code(exc), message, op=op,
+                                 where=f"{op} {target} at {self._endpoint}", sse=self.cfg.sse)
         return sse or _translate(exc, op=op, target=target, endpoint=self._endpoint)
 
     def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],

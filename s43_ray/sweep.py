@@ -21,12 +21,12 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import EXIT_PASSED, InputError
+from .events import rfc3339
 from .keys import GATE_OBJECT, MANIFEST_OBJECT
 from .store import ObjectInfo, S3Store, Store, _client, _translate
 from .summary import human_size
@@ -62,10 +62,7 @@ def _age_text(seconds: float) -> str:
 
 
 def _utc(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
+    return None if ts is None else rfc3339(ts, "seconds")
 
 
 @dataclass(frozen=True)

@@ -37,187 +37,41 @@ import contextlib
 import http.client
 import json
 import os
-import secrets
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import keys_under
+from ray_heads import VENV_BIN, RayHead, start_head, stop_head, without_ray_vars
 
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import free_ports
 from s43_ray.store import S3Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent  # `ray` and `s43-ray` of the environment under test
-HEAD_NUM_CPUS = 2
-# The head's object store only carries references; 100 MiB is above Ray's 75 MiB minimum.
-HEAD_OBJECT_STORE_BYTES = 100 * 1024**2
-# Ray's own default ports (GCS, client server, dashboard, dashboard agent): never picked, so
-# this head cannot take them from a default `ray.init()` started on the machine meanwhile.
-RAY_DEFAULT_PORTS = frozenset({6379, 10001, 8265, 52365})
-# Unix socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must stay under 108
-# bytes: the head's temp dir lives directly in /tmp, not under pytest's long tmp_path.
-SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
-# Set in the head's environment; the processes the head starts inherit it, which is how
-# teardown finds one that left the head's process tree.
-MARKER_VAR = "S43_TEST_RAY_HEAD"
 # A cold head answers on its dashboard in ~10 s on a 2-core machine; the job takes ~15 s.
 DASHBOARD_TIMEOUT_S = 90.0
 JOB_TIMEOUT_S = 150.0
 CLI_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0  # for `ray start --block` to stop its children after SIGTERM
-STOP_GRACE_S = 5.0  # for anything left after that, per signal
 # Not uploaded with the working dir: the venv and git history are large and not needed (Ray
 # also skips what .gitignore lists).
 UPLOAD_EXCLUDES = [".git", ".venv"]
-# Variables that would point the head or the client at another cluster or another token.
-RAY_ENV_PREFIX = "RAY_"
 # The fake test credentials (aws_env): in the head's environment only.
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # Kept out of the client's environment: it submits the job and needs no credentials.
 CLIENT_DROPPED_VARS = (*CREDENTIAL_VARS, "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
 
-@dataclass
-class RayHead:
-    """A ``ray start --head --block`` process this test started, and how to reach it."""
-
-    proc: subprocess.Popen[bytes]
-    temp_dir: Path
-    dashboard_url: str
-    client_env: dict[str, str]  # for `ray job ...`: the token, no AWS credentials
-    token: str
-    log_path: Path
-
-    @property
-    def marker(self) -> bytes:
-        return f"{MARKER_VAR}={self.temp_dir}".encode()
-
-    def log_tail(self, lines: int = 40) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-
-def _without_ray_vars(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment minus every RAY_* variable (an in-process ``ray.init`` sets some)."""
-    return {k: v for k, v in environ.items() if not k.startswith(RAY_ENV_PREFIX)}
-
-
-def _pick_ports(count: int) -> list[int]:
-    ports = [p for p in free_ports(count + len(RAY_DEFAULT_PORTS)) if p not in RAY_DEFAULT_PORTS]
-    return ports[:count]
-
-
-@dataclass(frozen=True)
-class _Proc:
-    """A process as /proc shows it; ``start`` (clock ticks after boot) tells a reused PID."""
-
-    pid: int
-    ppid: int
-    pgid: int
-    start: int
-    zombie: bool
-
-
-def _processes() -> dict[int, _Proc]:
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        # fields after "(comm)": state ppid pgrp session ... starttime is the 20th
-        fields = stat[stat.rindex(")") + 2:].split()
-        pid = int(entry.name)
-        procs[pid] = _Proc(pid, int(fields[1]), int(fields[2]), int(fields[19]),
-                           fields[0] in "ZX")
-    return procs
-
-
-def _has_marker(pid: int, marker: bytes) -> bool:
-    try:
-        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def _head_processes(head: RayHead, seeds: set[int]) -> set[_Proc]:
-    """``seeds``, the processes carrying the head's marker variable, and all their descendants
-    (a job entrypoint runs in a session of its own; processes that rename themselves, such as
-    Ray workers, hide their environment: hence both)."""
-    procs = _processes()
-    children: dict[int, list[int]] = {}
-    for p in procs.values():
-        children.setdefault(p.ppid, []).append(p.pid)
-    ours = {pid for pid in seeds if pid in procs}
-    ours |= {pid for pid in procs if pid != os.getpid() and _has_marker(pid, head.marker)}
-    stack = list(ours)
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in ours:
-                ours.add(child)
-                stack.append(child)
-    return {procs[pid] for pid in ours if not procs[pid].zombie}
-
-
-def _alive(snapshot: set[_Proc]) -> set[_Proc]:
-    now = _processes()
-    return {p for p in snapshot
-            if p.pid in now and now[p.pid].start == p.start and not now[p.pid].zombie}
-
-
-def _wait_exit(snapshot: set[_Proc], timeout: float) -> set[_Proc]:
-    deadline = time.monotonic() + timeout
-    while (left := _alive(snapshot)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
-
-
-def _signal(procs: set[_Proc], sig: signal.Signals) -> None:
-    for p in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, sig)
-
-
-def _stop_head(head: RayHead) -> None:
-    """Stop what this test started, by PID, and wait until it is gone: SIGTERM to
-    ``ray start --block`` (it stops its own children), then SIGTERM and SIGKILL to any process
-    of the head still running."""
-    ours: set[_Proc] = set()
-    if head.proc.poll() is None:  # not reaped: its PID and process group are still its own
-        group = {p.pid for p in _processes().values() if p.pgid == head.proc.pid}
-        ours = _head_processes(head, {head.proc.pid, *group})
-        head.proc.send_signal(signal.SIGTERM)
-    try:
-        head.proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        head.proc.kill()
-        head.proc.wait(timeout=STOP_TIMEOUT_S)
-    ours = _alive(ours)
-    ours |= _head_processes(head, {p.pid for p in ours})
-    left = _wait_exit(ours, STOP_GRACE_S)
-    if left:
-        _signal(left, signal.SIGTERM)
-        left = _wait_exit(left, STOP_GRACE_S)
-    if left:
-        _signal(left, signal.SIGKILL)
-        left = _wait_exit(left, STOP_GRACE_S)
-    pids = sorted(p.pid for p in left)
-    assert not left, f"processes of the test's Ray head still running: {pids}"
+def _client_env(head: RayHead) -> dict[str, str]:
+    """For `ray job ...`: the head's token, no AWS credentials, no other RAY_* variable."""
+    return {k: v for k, v in without_ray_vars(os.environ).items()
+            if k not in CLIENT_DROPPED_VARS} | {"RAY_AUTH_MODE": "token",
+                                                "RAY_AUTH_TOKEN": head.token}
 
 
 def _http_get(head: RayHead, path: str) -> Any:
@@ -248,50 +102,20 @@ def _wait_for_jobs_api(head: RayHead) -> None:
 
 @pytest.fixture
 def ray_head(aws_env: dict[str, str]) -> Iterator[RayHead]:
-    """A Ray head of this test's own: loopback, free ports, own temp dir, own auth token."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="s43rh-", dir=SHORT_TMP))
-    (gcs, node_manager, object_manager, client_server, dashboard, agent_http, agent_grpc,
-     runtime_env_agent, metrics) = _pick_ports(9)
-    token = secrets.token_hex(32)
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    base = _without_ray_vars(os.environ)
-    # The head's environment is the pods' environment: it carries the S3 credentials
-    # (aws_env put them in os.environ), and the venv's bin first so `s43-ray` is on PATH.
-    head_env = {**base, **auth, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                MARKER_VAR: str(temp_dir),
-                "PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"}
-    for var in CREDENTIAL_VARS:
-        assert head_env.get(var) == aws_env[var]
-    client_env = {k: v for k, v in base.items() if k not in CLIENT_DROPPED_VARS} | auth
-    argv = [str(VENV_BIN / "ray"), "start", "--head", "--block",
-            "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-            "--node-manager-port", str(node_manager),
-            "--object-manager-port", str(object_manager),
-            "--ray-client-server-port", str(client_server),
-            "--min-worker-port", "0", "--max-worker-port", "0",  # 0: the OS picks free ones
-            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(dashboard),
-            "--dashboard-agent-listen-port", str(agent_http),
-            "--dashboard-agent-grpc-port", str(agent_grpc),
-            "--runtime-env-agent-port", str(runtime_env_agent),
-            "--metrics-export-port", str(metrics),
-            "--num-cpus", str(HEAD_NUM_CPUS), "--object-store-memory",
-            str(HEAD_OBJECT_STORE_BYTES), "--temp-dir", str(temp_dir),
-            "--disable-usage-stats"]
-    log_path = temp_dir / "ray-start.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, env=head_env, cwd=temp_dir, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    head = RayHead(proc, temp_dir, f"http://127.0.0.1:{dashboard}", client_env, token,
-                   log_path)
+    """A Ray head of this test's own: loopback, free ports, own temp dir, own auth token.
+    Its environment is the pods' environment: it carries the S3 credentials (aws_env put them
+    in os.environ), and the venv's bin first so `s43-ray` is on PATH."""
+    head = start_head(dashboard=True)
     try:
+        for var in CREDENTIAL_VARS:
+            assert head.env.get(var) == aws_env[var]
         _wait_for_jobs_api(head)
         yield head
     finally:
         try:
-            _stop_head(head)
+            stop_head(head)
         finally:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 def _ray_job(head: RayHead, command: str, *args: str, timeout: float = CLI_TIMEOUT_S
@@ -299,7 +123,7 @@ def _ray_job(head: RayHead, command: str, *args: str, timeout: float = CLI_TIMEO
     """``ray job COMMAND --address <dashboard> ARGS`` from the client's environment."""
     argv = [str(VENV_BIN / "ray"), "job", command, "--address", head.dashboard_url,
             "--log-color", "false", *args]
-    return subprocess.run(argv, env=head.client_env, cwd=REPO_ROOT, capture_output=True,
+    return subprocess.run(argv, env=_client_env(head), cwd=REPO_ROOT, capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, timeout=timeout)
 
 
@@ -376,6 +200,6 @@ def test_ray_job_submit_to_a_started_head_persists_the_cohort(
     assert "env_vars" not in runtime_env
     shown = json.dumps(job)
     for var in CREDENTIAL_VARS:
-        assert var not in ray_head.client_env
+        assert var not in _client_env(ray_head)
         assert aws_env[var] not in shown
         assert aws_env[var] not in logs.stdout and aws_env[var] not in submit.stdout

@@ -3,9 +3,8 @@
 A Ray head of this module's own (``ray start --head --block``, loopback, free ports, its own
 short temp dir, token auth, ``--metrics-export-port``), with metrics reported every 500 ms
 (``RAY_metrics_report_interval_ms``). Drivers run in subprocesses: the pytest process may
-already be connected to the session's Ray cluster. Teardown stops what this module started:
-SIGTERM to ``ray start --block``, then every process still in its session (Ray workers change
-their process group, not their session), by PID. It never runs ``ray stop``.
+already be connected to the session's Ray cluster. Starting and stopping the head (by PID,
+never ``ray stop``) is ``tests/ray_heads.py``'s, shared with the job-submit test.
 
 Ray 2.60 exports a gauge only when it is set and drops it ~2 report intervals later, so a
 thread scrapes every 250 ms while the driver runs and keeps every value it saw.
@@ -15,14 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -34,25 +29,18 @@ from pathlib import Path
 import pytest
 from helpers import parse_events
 from prometheus_client.parser import text_string_to_metric_families
+from ray_heads import VENV_BIN, RayHead, start_head, stop_head
 
 from s43_ray import metrics
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-# Ray's default ports (GCS, client server, dashboard, agent, metrics): never used here.
-RAY_DEFAULT_PORTS = frozenset({6379, 10001, 8265, 52365, 8080})
-# Unix socket paths under the temp dir must stay under 108 bytes: a short dir in /tmp.
-SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
 # Workers and drivers report to their node's agent this often (Ray's default is 10 s).
 REPORT_INTERVAL_MS = 500
 HEAD_START_TIMEOUT_S = 90.0
 SCRAPE_TIMEOUT_S = 30.0  # Ray exports with a delay: wait this long for the series
 SCRAPE_EVERY_S = 0.25  # below the ~2 s a gauge stays exported at this report interval
 DRIVER_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 20.0
-HEAD_OBJECT_STORE_BYTES = 100 * 1024**2
 
 Labels = frozenset[tuple[str, str]]
 # Labels Ray adds to every series of a user metric (besides the metric's own tags).
@@ -60,66 +48,14 @@ RAY_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId",
               "otel_scope_name"}
 
 
-@dataclass
-class MetricsHead:
-    proc: subprocess.Popen[bytes]
-    temp_dir: Path
-    gcs_address: str
-    metrics_url: str
-    env: dict[str, str]  # for drivers: token, loopback, report interval, credentials
-    log_path: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-
-def _session_processes(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (field 6 of /proc/PID/stat), zombies excluded."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) == sid and fields[0] not in "ZX":
-                found.append(int(entry.name))
-    return found
-
-
-def _stop_head(head: MetricsHead) -> None:
-    """SIGTERM ``ray start --block`` (it stops its children), then SIGTERM/SIGKILL whatever of
-    its session is left, by PID, and wait until none is."""
-    sid = head.proc.pid  # start_new_session: the session id is the PID we started
-    if head.proc.poll() is None:
-        head.proc.send_signal(signal.SIGTERM)
-    try:
-        head.proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        head.proc.kill()
-        head.proc.wait(timeout=STOP_TIMEOUT_S)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        left = _session_processes(sid)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 5
-        while _session_processes(sid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    left = _session_processes(sid)
-    assert not left, f"processes of the test's Ray head still running: {left}"
-
-
-def _wait_ready(head: MetricsHead, gcs_port: int) -> None:
+def _wait_ready(head: RayHead) -> None:
     deadline = time.monotonic() + HEAD_START_TIMEOUT_S
     last = ""
     while time.monotonic() < deadline:
         if head.proc.poll() is not None:
             pytest.fail(f"ray start exited {head.proc.returncode}:\n{head.log_tail()}")
         try:
-            with socket.create_connection(("127.0.0.1", gcs_port), timeout=1):
+            with socket.create_connection(("127.0.0.1", head.ports["gcs"]), timeout=1):
                 pass
             with urllib.request.urlopen(head.metrics_url, timeout=2) as resp:
                 if resp.status == 200:
@@ -132,44 +68,19 @@ def _wait_ready(head: MetricsHead, gcs_port: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def metrics_head(aws_env: dict[str, str]) -> Iterator[MetricsHead]:
-    """A Ray head with a metrics export port, of this module's own."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="s43mh-", dir=SHORT_TMP))
-    ports = [p for p in free_ports(14) if p not in RAY_DEFAULT_PORTS][:10]
-    (gcs, node_manager, object_manager, client_server, dashboard, agent_http, agent_grpc,
-     runtime_env_agent, metrics_port, _spare) = ports
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    ray_env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-               "RAY_AUTH_TOKEN": secrets.token_hex(32),
-               "RAY_metrics_report_interval_ms": str(REPORT_INTERVAL_MS)}
-    # The head's environment is the pods' environment: S3 credentials (from aws_env) included.
-    env = {**base, **ray_env, "PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"}
-    argv = [str(VENV_BIN / "ray"), "start", "--head", "--block",
-            "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-            "--node-manager-port", str(node_manager), "--object-manager-port", str(object_manager),
-            "--ray-client-server-port", str(client_server),
-            "--min-worker-port", "0", "--max-worker-port", "0",
-            "--include-dashboard", "false", "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(dashboard), "--dashboard-agent-listen-port", str(agent_http),
-            "--dashboard-agent-grpc-port", str(agent_grpc),
-            "--runtime-env-agent-port", str(runtime_env_agent),
-            "--metrics-export-port", str(metrics_port),
-            "--num-cpus", "2", "--object-store-memory", str(HEAD_OBJECT_STORE_BYTES),
-            "--temp-dir", str(temp_dir), "--disable-usage-stats"]
-    log_path = temp_dir / "ray-start.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, env=env, cwd=temp_dir, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    head = MetricsHead(proc, temp_dir, f"127.0.0.1:{gcs}",
-                       f"http://127.0.0.1:{metrics_port}/metrics", env, log_path)
+def metrics_head(aws_env: dict[str, str]) -> Iterator[RayHead]:
+    """A Ray head with a metrics export port, of this module's own. Its environment is the
+    pods' environment (S3 credentials from aws_env included); drivers run with it too."""
+    head = start_head(dashboard=False,
+                      extra_env={"RAY_metrics_report_interval_ms": str(REPORT_INTERVAL_MS)})
     try:
-        _wait_ready(head, gcs)
+        _wait_ready(head)
         yield head
     finally:
         try:
-            _stop_head(head)
+            stop_head(head)
         finally:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 # --- scraping ---------------------------------------------------------------------------------
@@ -249,7 +160,7 @@ def wait_until(check: Callable[[], list[str]], scraper: Scraper) -> list[str]:
     return missing
 
 
-def run_driver(head: MetricsHead, script: str) -> subprocess.CompletedProcess[str]:
+def run_driver(head: RayHead, script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(script), head.gcs_address],
                           env=head.env, cwd=REPO_ROOT, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=DRIVER_TIMEOUT_S)
@@ -296,7 +207,7 @@ ray.shutdown()  # flushes the driver's metrics
 
 
 def test_metrics_recorded_in_a_ray_task_are_exported_on_the_metrics_port(
-        metrics_head: MetricsHead) -> None:
+        metrics_head: RayHead) -> None:
     with Scraper(metrics_head.metrics_url) as scraper:
         proc = run_driver(metrics_head, RECORDING_DRIVER)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -365,7 +276,7 @@ def _deltas(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str
 
 
 def test_s43_ray_run_exports_s3_and_cohort_metrics_on_the_metrics_port(
-        metrics_head: MetricsHead, store_cfg: StoreConfig) -> None:
+        metrics_head: RayHead, store_cfg: StoreConfig) -> None:
     run_id = "metrics__2026-11-30T10:00:00+00:00"
     hist = "ray_s43_s3_request_seconds"
     queries = {  # name -> (sample, labels, highest)
