@@ -19,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from s43_ray.local_s3 import free_ports
 
@@ -115,6 +117,24 @@ def start_head(*, dashboard: bool, extra_env: Mapping[str, str] | None = None) -
         proc = subprocess.Popen(argv, env=env, cwd=temp_dir, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return RayHead(proc, temp_dir, ports, env, token, log_path)
+
+
+def wait_ready(head: RayHead, probe: Callable[[], bool], *, what: str, timeout: float,
+               errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+    """Poll ``probe`` until it returns True; fail the test (with the head's log) if the head
+    exits or ``timeout`` passes. ``errors`` raised by the probe mean "not yet"."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if head.proc.poll() is not None:
+            pytest.fail(f"ray start exited {head.proc.returncode}:\n{head.log_tail()}")
+        try:
+            if probe():
+                return
+        except errors as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.5)
+    pytest.fail(f"{what} not ready after {timeout:.0f}s ({last}):\n{head.log_tail()}")
 
 
 # --- stopping exactly what was started ---------------------------------------------------------

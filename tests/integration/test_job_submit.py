@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ from typing import Any
 
 import pytest
 from helpers import keys_under
-from ray_heads import VENV_BIN, RayHead, start_head, stop_head, without_ray_vars
+from ray_heads import VENV_BIN, RayHead, start_head, stop_head, wait_ready, without_ray_vars
 
 from s43_ray.config import StoreConfig
 from s43_ray.store import S3Store
@@ -82,22 +81,16 @@ def _http_get(head: RayHead, path: str) -> Any:
 
 
 def _wait_for_jobs_api(head: RayHead) -> None:
-    """Poll until the dashboard answers and its job module accepts requests."""
-    deadline = time.monotonic() + DASHBOARD_TIMEOUT_S
-    last = ""
-    while time.monotonic() < deadline:
-        if head.proc.poll() is not None:
-            pytest.fail(f"ray start exited {head.proc.returncode}:\n{head.log_tail()}")
-        try:
-            _http_get(head, "/api/version")
-            _http_get(head, "/api/jobs/")
-            return
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            # refused, 5xx while the dashboard's modules load, a cut connection or body
-            last = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.5)
-    pytest.fail(f"Ray dashboard at {head.dashboard_url} not ready after "
-                f"{DASHBOARD_TIMEOUT_S:.0f}s ({last}):\n{head.log_tail()}")
+    """Poll until the dashboard answers and its job module accepts requests (refused, 5xx while
+    the dashboard's modules load, a cut connection or body: not yet)."""
+    def probe() -> bool:
+        _http_get(head, "/api/version")
+        _http_get(head, "/api/jobs/")
+        return True
+
+    wait_ready(head, probe, what=f"Ray dashboard at {head.dashboard_url}",
+               timeout=DASHBOARD_TIMEOUT_S,
+               errors=(OSError, http.client.HTTPException, ValueError))
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from helpers import parse_events
 from prometheus_client.parser import text_string_to_metric_families
-from ray_heads import VENV_BIN, RayHead, start_head, stop_head
+from ray_heads import VENV_BIN, RayHead, start_head, stop_head, wait_ready
 
 from s43_ray import metrics
 from s43_ray.config import StoreConfig
@@ -49,22 +49,13 @@ RAY_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId",
 
 
 def _wait_ready(head: RayHead) -> None:
-    deadline = time.monotonic() + HEAD_START_TIMEOUT_S
-    last = ""
-    while time.monotonic() < deadline:
-        if head.proc.poll() is not None:
-            pytest.fail(f"ray start exited {head.proc.returncode}:\n{head.log_tail()}")
-        try:
-            with socket.create_connection(("127.0.0.1", head.ports["gcs"]), timeout=1):
-                pass
-            with urllib.request.urlopen(head.metrics_url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.5)
-    pytest.fail(f"Ray head not ready after {HEAD_START_TIMEOUT_S:.0f}s ({last}):\n"
-                f"{head.log_tail()}")
+    def probe() -> bool:
+        with socket.create_connection(("127.0.0.1", head.ports["gcs"]), timeout=1):
+            pass
+        with urllib.request.urlopen(head.metrics_url, timeout=2) as resp:
+            return bool(resp.status == 200)
+
+    wait_ready(head, probe, what="Ray head", timeout=HEAD_START_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
