@@ -15,12 +15,20 @@
     │   ├── AccessDenied           credentials missing, wrong, or not allowed this action
     │   ├── NoSuchBucket           the bucket does not exist
     │   ├── Throttled              the store kept answering "slow down" past the retry budget
-    │   └── ObjectNotFound         a key that is not in the store (a load failure when loading)
+    │   ├── ObjectNotFound         a key that is not in the store (a load failure when loading)
+    │   ├── PreconditionFailed     a conditional write lost: the key exists, or changed since read
+    │   └── NoConditionalWrites    the store ignores If-None-Match/If-Match; claims cannot be atomic
     ├── LoadError                  an object is present but fails verification (a member is invalid)
     │   ├── ChecksumMismatch       payload bytes differ from the recorded checksum
     │   ├── TruncatedObject        fewer bytes than recorded, or an empty object
     │   ├── CodecMismatch          written in another codec, or not an s43 object at all
-    │   └── UnsafePayload          an object array or pickle inside; never unpickled
+    │   ├── UnsafePayload          an object array or pickle inside; never unpickled
+    │   ├── WrongRun               the object's metadata names another run
+    │   ├── WrongMember            the object's metadata names another member (a swapped key)
+    │   ├── WrongAttempt           written by another attempt than the ledger recorded
+    │   ├── SchemaMismatch         arrays (names, dtypes, shapes) the run did not declare
+    │   └── NotInLedger            present, but this attempt's ledger does not list it
+    ├── PredictorFailed            a predictor raised, or returned something other than arrays
     ├── GateFailed                 the cohort is incomplete or invalid (exit 1)
     └── ClusterError               Ray could not be started or reached (exit 3)
 """
@@ -39,7 +47,8 @@ EXIT_INTERRUPTED = 130  # the shell convention for SIGINT
 # members failed for one of these reasons exits 3, so the operator fixes the infrastructure
 # (then resumes) instead of hunting for a missing member.
 STORE_ERROR_CLASSES = frozenset({"unreachable", "auth", "no_such_bucket", "throttled", "store",
-                                 "timeout"})
+                                 "timeout", "circuit_open", "conflict",
+                                 "no_conditional_writes"})
 CLUSTER_ERROR_CLASSES = frozenset({"worker_died", "node_died", "unschedulable", "oom",
                                    "cancelled", "task_error", "cluster", "stalled"})
 INFRA_ERROR_CLASSES = STORE_ERROR_CLASSES | CLUSTER_ERROR_CLASSES
@@ -124,6 +133,18 @@ class ObjectNotFound(StoreError):
     error_class = "not_found"
 
 
+class PreconditionFailed(StoreError):
+    """A conditional PUT (``If-None-Match: *`` or ``If-Match``) was refused: someone else wrote."""
+
+    error_class = "conflict"
+
+
+class NoConditionalWrites(StoreError):
+    """The store accepted a conditional PUT it should have refused: it ignores the condition."""
+
+    error_class = "no_conditional_writes"
+
+
 class LoadError(S43Error):
     """An object is present but fails verification."""
 
@@ -153,6 +174,43 @@ class UnsafePayload(LoadError):
     """The object holds a pickle or object array; it was not unpickled."""
 
     error_class = "unsafe_payload"
+
+
+class WrongRun(LoadError):
+    """The object's metadata names another run."""
+
+    error_class = "wrong_run"
+
+
+class WrongMember(LoadError):
+    """The object's metadata names another member: copied or swapped onto this key."""
+
+    error_class = "wrong_member"
+
+
+class WrongAttempt(LoadError):
+    """The object was written by another attempt of the run than its ledger recorded."""
+
+    error_class = "wrong_attempt"
+
+
+class SchemaMismatch(LoadError):
+    """The object's arrays (names, dtypes, shapes) differ from what the run declared."""
+
+    error_class = "schema"
+
+
+class NotInLedger(LoadError):
+    """An object is present, but the attempt's ledger does not list it (its task failed)."""
+
+    error_class = "not_in_ledger"
+
+
+class PredictorFailed(S43Error):
+    """A member's predictor raised, or returned something other than named arrays."""
+
+    exit_code = EXIT_GATE_FAILED
+    error_class = "predictor"
 
 
 class GateFailed(S43Error):

@@ -7,19 +7,35 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import uuid
 from collections.abc import Iterator, Mapping
 
 from .config import FileStoreConfig
-from .errors import AccessDenied, InputError, NoSuchBucket, ObjectNotFound, StoreError
-from .store import ObjectInfo
+from .errors import (
+    AccessDenied,
+    InputError,
+    NoSuchBucket,
+    ObjectNotFound,
+    StoreError,
+    StoreUnreachable,
+)
+from .store import ObjectInfo, finished_within, precondition_failed, put_condition
 
 # Control folders under a file store's root, outside every prefix: user metadata of each object
 # (what S3 keeps in its headers), and temporary files renamed into place when complete.
 FILE_META_DIR = ".s43-meta"
 FILE_TMP_DIR = ".s43-tmp"
+# Under FILE_TMP_DIR: the lock every conditional write holds (created by the first one).
+FILE_LOCK = ".lock"
+
+
+def file_etag(st: os.stat_result) -> str:
+    """A file object's ETag, quoted like S3's. Every write renames a new file into place, so
+    the inode (with the modification time and size) changes even when the bytes do not."""
+    return f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
 
 
 class FileStore:
@@ -28,6 +44,12 @@ class FileStore:
     A write goes to a temporary file that is renamed into place once complete and flushed, so a
     reader sees the whole object or none of it; the object's metadata is written first, next to
     it under ``.s43-meta/``, so an object is never visible without its metadata.
+
+    Conditional writes (``if_none_match``, ``if_match``) check and write while holding an
+    exclusive ``flock`` on ``.s43-tmp/.lock``, so they are atomic against each other between
+    threads, processes and nodes (on NFS the lock needs NFSv4 or lockd). Unconditional writes
+    take no lock: one may land between a conditional writer's check and its write, and is then
+    overwritten by it (S3 would keep the later one).
     """
 
     retries = 0  # no network, nothing to retry
@@ -61,7 +83,9 @@ class FileStore:
         return StoreError(f"{where}: {errno.errorcode.get(exc.errno or 0, 'OSError')}: "
                           f"{exc.strerror or exc}")
 
-    def _write_atomic(self, path: str, chunks: bytes | memoryview) -> None:
+    def _write_atomic(self, path: str, chunks: bytes | memoryview) -> os.stat_result:
+        """Write ``path`` through a renamed temporary file; the new file's stat (for its ETag:
+        the rename keeps the inode, times and size)."""
         tmp_dir = os.path.join(self.root, FILE_TMP_DIR)
         os.makedirs(tmp_dir, exist_ok=True)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -71,19 +95,62 @@ class FileStore:
                 f.write(chunks)
                 f.flush()
                 os.fsync(f.fileno())
+                st = os.fstat(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        return st
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the store's write lock (one per root, shared by every node that mounts it)."""
+        tmp_dir = os.path.join(self.root, FILE_TMP_DIR)
+        os.makedirs(tmp_dir, exist_ok=True)
+        # A descriptor of its own per call: flock excludes other descriptors, threads included.
+        fd = os.open(os.path.join(tmp_dir, FILE_LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _refuse(self, key: str, path: str, if_none_match: bool, if_match: str | None,
+                condition: str) -> None:
+        """Raise :class:`PreconditionFailed` unless the condition holds now (lock held)."""
+        try:
+            st: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        where = f"PUT {self.url}/{key}"
+        if if_none_match and st is not None:
+            raise precondition_failed(where, "the key already exists", condition)
+        if if_match is not None:
+            if st is None:
+                raise precondition_failed(where, "the key does not exist", condition)
+            now = file_etag(st)
+            if now != if_match:
+                raise precondition_failed(
+                    where, f"the object changed since its ETag was read (now {now})", condition)
 
     def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
-            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
+            if_none_match: bool = False, if_match: str | None = None) -> str | None:
+        """Write ``key``; returns its new ETag. With a condition, the check and the write hold
+        the store's lock (see the class docstring)."""
+        condition = put_condition(if_none_match, if_match)
         path = self._path(key)
         meta = json.dumps({"metadata": dict(metadata), "content_type": content_type}).encode()
+        meta_path = self._path(key, FILE_META_DIR) + ".json"
         try:
-            self._write_atomic(self._path(key, FILE_META_DIR) + ".json", meta)
-            self._write_atomic(path, body)
+            if condition is None:
+                self._write_atomic(meta_path, meta)
+                return file_etag(self._write_atomic(path, body))
+            with self._locked():
+                self._refuse(key, path, if_none_match, if_match, condition)
+                self._write_atomic(meta_path, meta)
+                return file_etag(self._write_atomic(path, body))
         except OSError as exc:
             raise self._fail(exc, "PUT", key) from exc
 
@@ -101,10 +168,11 @@ class FileStore:
         try:
             with open(path, "rb") as f:
                 body = f.read()
-                mtime = os.fstat(f.fileno()).st_mtime
+                st = os.fstat(f.fileno())
         except OSError as exc:
             raise self._fail(exc, "GET", key) from exc
-        return memoryview(body), ObjectInfo(key, len(body), self._metadata(key), mtime)
+        return memoryview(body), ObjectInfo(key, len(body), self._metadata(key), st.st_mtime,
+                                            etag=file_etag(st))
 
     def head(self, key: str) -> ObjectInfo:
         try:
@@ -112,7 +180,8 @@ class FileStore:
         except OSError as exc:
             raise self._fail(exc, "HEAD", key) from exc
         # No store-side checksum: verify --head downloads and checks our own.
-        return ObjectInfo(key, st.st_size, self._metadata(key), st.st_mtime)
+        return ObjectInfo(key, st.st_size, self._metadata(key), st.st_mtime,
+                          etag=file_etag(st))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -131,7 +200,8 @@ class FileStore:
                     st = os.stat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue  # deleted while listing
-                found.append(ObjectInfo(key, st.st_size, {}, st.st_mtime))
+                found.append(ObjectInfo(key, st.st_size, {}, st.st_mtime,
+                                        etag=file_etag(st)))
         yield from sorted(found, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
@@ -151,5 +221,13 @@ class FileStore:
         if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
             raise AccessDenied(f"file store root {self.root}: permission denied; expected "
                                "a directory this user can read and write")
+
+    def probe(self, timeout: float) -> None:
+        """:meth:`check` within ``timeout`` seconds: a hung mount (an NFS server gone) raises
+        :class:`StoreUnreachable` instead of blocking the caller (the stuck check is left to
+        finish in a daemon thread)."""
+        if not finished_within(timeout, self.check):
+            raise StoreUnreachable(f"file store root {self.root}: no answer within "
+                                   f"{timeout:g}s (probe)")
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from datetime import timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 import obstore
@@ -134,9 +134,16 @@ def _classify(exc: Exception, where: str, sse: str) -> tuple[S43Error, bool]:
     return StoreUnreachable(f"{where}: unreachable ({text.splitlines()[0][:200]})"), True
 
 
-def get(cfg: StoreConfig, key: str) -> tuple[memoryview, str | None, float, dict[str, str]]:
-    """GET ``key``: (body without a copy, content type, last modified epoch, user metadata).
-    Raises the project's errors after the attempt budget."""
+class GetResult(NamedTuple):
+    body: memoryview  # without a copy
+    content_type: str | None
+    last_modified: float  # epoch seconds
+    metadata: dict[str, str]  # user metadata
+    etag: str | None  # as the store sent it, quotes included
+
+
+def get(cfg: StoreConfig, key: str) -> GetResult:
+    """GET ``key`` whole. Raises the project's errors after the attempt budget."""
     store, counter = _ob_store(cfg), _counter(cfg)
     endpoint = cfg.endpoint_url or "AWS S3"
     where = f"GET s3://{cfg.bucket}/{key} at {endpoint}"
@@ -162,7 +169,9 @@ def get(cfg: StoreConfig, key: str) -> tuple[memoryview, str | None, float, dict
                  "Cache-Control"):
         attrs.pop(name, None)
     metadata = {str(k): str(v) for k, v in attrs.items()}
-    return body, content_type, result.meta["last_modified"].timestamp(), metadata
+    etag = result.meta.get("e_tag")
+    return GetResult(body, content_type, result.meta["last_modified"].timestamp(), metadata,
+                     str(etag) if etag else None)
 
 
 def retries(cfg: StoreConfig) -> int:

@@ -1,17 +1,25 @@
-"""The store boundary: the five operations the project uses, an S3 implementation, a memory one.
+"""The store boundary: the operations the project uses, an S3 implementation, a memory one.
 
 Everything above this module sees :class:`Store` and the project's own errors
 (:mod:`s43_ray.errors`); botocore's exceptions stop here, translated by :func:`_translate`.
+
+Conditional writes: ``put(..., if_none_match=True)`` creates a key only if it is absent
+(``If-None-Match: *``), ``put(..., if_match=etag)`` replaces an object only if it is still the one
+whose ETag the caller read (``If-Match``). A refused condition raises
+:class:`~s43_ray.errors.PreconditionFailed`. ETags are kept exactly as the store sends them
+(quotes included), so one read from :class:`ObjectInfo` or returned by ``put`` goes back as
+``if_match`` unchanged.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +46,7 @@ from .errors import (
     InputError,
     NoSuchBucket,
     ObjectNotFound,
+    PreconditionFailed,
     SseKeyRequired,
     StoreError,
     StoreUnreachable,
@@ -58,6 +67,9 @@ BOTO3_GET_MIN_BYTES = 8 * 1024**2
 # S3 lists at most 1000 keys per page; asking for the maximum keeps a 10,000-member run at 10 calls.
 LIST_PAGE_SIZE = 1000
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# A conditional write refused (412), or lost to a concurrent conditional write (AWS: 409).
+_PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+_IF_NONE_MATCH = "If-None-Match: *"
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken", "AccountProblem"}
 
@@ -71,6 +83,7 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)  # empty from LIST
     last_modified: float | None = None  # epoch seconds
     s3_checksum: str | None = None  # the store's own CRC64NVME (base64), when it keeps one
+    etag: str | None = None  # as the store sends it, quotes included: usable as ``if_match``
 
 
 class Store(Protocol):
@@ -80,8 +93,14 @@ class Store(Protocol):
     def url(self) -> str: ...
 
     def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
-            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
-        """Write ``body`` whole under ``key`` (overwriting), with user metadata."""
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
+            if_none_match: bool = False, if_match: str | None = None) -> str | None:
+        """Write ``body`` whole under ``key`` (overwriting), with user metadata; returns the new
+        object's ETag when the store reports one.
+
+        ``if_none_match=True``: only if ``key`` does not exist; ``if_match=etag``: only if the
+        current object's ETag is ``etag``. A refused condition raises
+        :class:`PreconditionFailed` naming the key and the condition."""
 
     def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
         """Read an object whole (``size_hint``: its size, when the caller knows it).
@@ -98,6 +117,50 @@ class Store(Protocol):
 
     def check(self) -> None:
         """Fail fast with a :class:`StoreError` if the bucket cannot be listed."""
+
+    def probe(self, timeout: float) -> None:
+        """One cheap request proving the store answers now, within ``timeout`` seconds and
+        without retries. Raises :class:`StoreUnreachable` (or e.g. :class:`AccessDenied`)."""
+
+
+def put_condition(if_none_match: bool, if_match: str | None) -> str | None:
+    """The condition of a ``put`` as its HTTP header (for messages); None when unconditional."""
+    if if_none_match and if_match is not None:
+        raise ValueError("put takes if_none_match or if_match, not both")
+    if if_match is not None and not if_match:
+        raise ValueError("put(if_match=...) needs an ETag, got an empty string")
+    if if_none_match:
+        return _IF_NONE_MATCH
+    return f"If-Match: {if_match}" if if_match is not None else None
+
+
+def precondition_failed(where: str, why: str, condition: str) -> PreconditionFailed:
+    """The one wording of a refused conditional write, whichever store refused it."""
+    return PreconditionFailed(f"{where}: precondition failed: {why} ({condition})")
+
+
+def finished_within(seconds: float, call: Callable[[], None]) -> bool:
+    """Run ``call`` in a daemon thread and wait at most ``seconds``: True when it returned,
+    its exception re-raised here, False when it is still running (it is left to finish on its
+    own). For probes, whose callers must get an answer in time whatever blocks (a hung mount,
+    a DNS lookup, a credential provider)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="s43-store-probe", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        return False
+    if outcome[0] is not None:
+        raise outcome[0]
+    return True
 
 
 # --- S3 ---------------------------------------------------------------------------------------
@@ -121,20 +184,42 @@ class _RetryLogger:
                         self.endpoint, unquote(path))
 
 
-@lru_cache(maxsize=8)
-def _client(cfg: StoreConfig) -> tuple[S3Client, _RetryLogger]:
-    """One client per process and config: built once in each Ray worker, never per call."""
-    botocfg = Config(
-        connect_timeout=cfg.connect_timeout,
-        read_timeout=cfg.read_timeout,
+def _botocore_config(cfg: StoreConfig, *, connect_timeout: float, read_timeout: float,
+                     attempts: int, pool: int) -> Config:
+    return Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         # total_max_attempts counts the first attempt; botocore's max_attempts would not.
-        retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
-        max_pool_connections=cfg.max_pool_connections,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        max_pool_connections=pool,
         s3={"addressing_style": cfg.addressing_style},
         # We compute and verify our own CRC64NVME; botocore must not hash the payload again.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
+
+
+@lru_cache(maxsize=8)
+def _client(cfg: StoreConfig) -> tuple[S3Client, _RetryLogger]:
+    """One client per process and config: built once in each Ray worker, never per call."""
+    client = _build_client(cfg, _botocore_config(
+        cfg, connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+        attempts=cfg.max_attempts, pool=cfg.max_pool_connections))
+    retry_logger = _RetryLogger(cfg.endpoint_url or "AWS S3")
+    client.meta.events.register("request-created.s3.*", retry_logger)
+    return client, retry_logger
+
+
+@lru_cache(maxsize=8)
+def _probe_client(cfg: StoreConfig, timeout: float) -> S3Client:
+    """The client of :meth:`S3Store.probe`: the same endpoint, credentials, region and
+    addressing as :func:`_client`, but one attempt and timeouts bounded by ``timeout``."""
+    return _build_client(cfg, _botocore_config(
+        cfg, connect_timeout=min(timeout, cfg.connect_timeout), read_timeout=timeout,
+        attempts=1, pool=4))
+
+
+def _build_client(cfg: StoreConfig, botocfg: Config) -> S3Client:
     kwargs: dict[str, Any] = {"endpoint_url": cfg.endpoint_url, "config": botocfg}
     if cfg.region:
         kwargs["region_name"] = cfg.region
@@ -144,16 +229,13 @@ def _client(cfg: StoreConfig) -> tuple[S3Client, _RetryLogger]:
         kwargs["aws_access_key_id"] = cfg.access_key_id.value
         kwargs["aws_secret_access_key"] = cfg.secret_access_key.value
     try:
-        client = boto3.session.Session().client("s3", **kwargs)
+        return boto3.session.Session().client("s3", **kwargs)
     except ProfileNotFound as exc:
         raise InputError(f"AWS profile {exc.kwargs.get('profile')!r} is not configured; "
                          "expected a profile from ~/.aws/config or no AWS_PROFILE") from exc
     except BotoCoreError as exc:
         raise StoreError(f"S3 client for {cfg.endpoint_url or 'AWS S3'} could not be built: "
                          f"{exc}") from exc
-    retry_logger = _RetryLogger(cfg.endpoint_url or "AWS S3")
-    client.meta.events.register("request-created.s3.*", retry_logger)
-    return client, retry_logger
 
 
 def _code(exc: ClientError) -> str:
@@ -161,12 +243,31 @@ def _code(exc: ClientError) -> str:
     return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
-def _translate(exc: Exception, *, op: str, target: str, endpoint: str) -> StoreError:
-    """Map a botocore exception to the project's error tree; messages name the target."""
+def _translate(exc: Exception, *, op: str, target: str, endpoint: str,
+               condition: str | None = None) -> StoreError:
+    """Map a botocore exception to the project's error tree; messages name the target.
+
+    ``condition``: the header of a conditional request (``If-None-Match: *``, ``If-Match: E``).
+    A refused condition (412 ``PreconditionFailed``), a conditional write that lost to a
+    concurrent one (409 ``ConditionalRequestConflict``, AWS) and an ``If-Match`` on a key that
+    no longer exists (404, AWS) are :class:`PreconditionFailed`."""
     where = f"{op} {target} at {endpoint}"
     if isinstance(exc, ClientError):
         code = _code(exc)
+        if code in _PRECONDITION:
+            if code == "ConditionalRequestConflict":
+                why, condition = ("a concurrent conditional write to the key won",
+                                  "; ".join(filter(None, [code, condition])))
+            elif condition == _IF_NONE_MATCH:
+                why = "the key already exists"
+            elif condition:
+                why = "the object changed or was deleted since its ETag was read"
+            else:
+                why, condition = "a condition did not hold", code
+            return precondition_failed(where, why, condition)
         if code in _NOT_FOUND:
+            if condition and condition != _IF_NONE_MATCH:
+                return precondition_failed(where, "the key does not exist", condition)
             return ObjectNotFound(f"{where}: not found")
         if code == "NoSuchBucket":
             return NoSuchBucket(f"{where}: no such bucket")
@@ -248,28 +349,47 @@ class S3Store:
         """Retried attempts made by this process's clients so far."""
         return self._retries.retries + s3get.retries(self.cfg)
 
-    def _fail(self, exc: Exception, op: str, key: str) -> StoreError | SseKeyRequired:
+    def _fail(self, exc: Exception, op: str, key: str, condition: str | None = None
+              ) -> StoreError | SseKeyRequired:
         target = f"s3://{self.cfg.bucket}/{key}"
         sse = None
         if isinstance(exc, ClientError):
             message = str(exc.response.get("Error", {}).get("Message", ""))
             sse = sse_read_error(_code(exc), message, op=op,
                                  where=f"{op} {target} at {self._endpoint}", sse=self.cfg.sse)
-        return sse or _translate(exc, op=op, target=target, endpoint=self._endpoint)
+        return sse or _translate(exc, op=op, target=target, endpoint=self._endpoint,
+                                 condition=condition)
 
     def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
-            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
+            if_none_match: bool = False, if_match: str | None = None) -> str | None:
+        """PutObject; returns the ETag the store answers with.
+
+        The conditions travel as ``If-None-Match: *`` / ``If-Match``; a store that ignores them
+        writes anyway (callers that must know check with a read-back). Retries: a conditional
+        PUT that reached the store but whose answer was lost (reset, read timeout) is retried
+        by botocore, and the retry then fails the condition against the object the first
+        attempt wrote: :class:`PreconditionFailed` although this caller won. Callers tell the
+        two apart by reading the key back and comparing it with what they wrote (their own
+        token in the body or metadata)."""
+        condition = put_condition(if_none_match, if_match)
         kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Key": key, "Body": _body(body),
                                   "Metadata": dict(metadata), "ContentType": content_type,
                                   **self._sse}
         if s3_checksum and self.cfg.s3_checksum == "crc64nvme":
             kwargs["ChecksumCRC64NVME"] = s3_checksum
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
         size = body.nbytes if isinstance(body, memoryview) else len(body)
         with metrics.s3_request("put", metrics.codec_tag(metadata, content_type), size):
             try:
-                self._client.put_object(**kwargs)
+                resp = self._client.put_object(**kwargs)
             except (ClientError, BotoCoreError) as exc:
-                raise self._fail(exc, "PUT", key) from exc
+                raise self._fail(exc, "PUT", key, condition) from exc
+        etag = resp.get("ETag")
+        return str(etag) if etag else None
 
     def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
         """Small and unknown-size objects through obstore (:mod:`s43_ray.s3get`): a third of
@@ -279,10 +399,11 @@ class S3Store:
         if size_hint is not None and size_hint >= BOTO3_GET_MIN_BYTES:
             return self._get_boto3(key)
         with metrics.s3_request("get") as req:
-            body, content_type, modified, meta = s3get.get(self.cfg, key)
-            req.codec = metrics.codec_tag(meta, content_type)
-            req.nbytes = len(body)
-        return body, ObjectInfo(key=key, size=len(body), metadata=meta, last_modified=modified)
+            got = s3get.get(self.cfg, key)
+            req.codec = metrics.codec_tag(got.metadata, got.content_type)
+            req.nbytes = len(got.body)
+        return got.body, ObjectInfo(key=key, size=len(got.body), metadata=got.metadata,
+                                    last_modified=got.last_modified, etag=got.etag)
 
     def _get_boto3(self, key: str) -> tuple[memoryview, ObjectInfo]:
         with metrics.s3_request("get") as req:
@@ -294,7 +415,8 @@ class S3Store:
             req.codec = metrics.codec_tag(resp.get("Metadata"), resp.get("ContentType"))
             req.nbytes = len(body)
         info = ObjectInfo(key=key, size=len(body), metadata=resp.get("Metadata", {}),
-                          last_modified=resp["LastModified"].timestamp())
+                          last_modified=resp["LastModified"].timestamp(),
+                          etag=resp.get("ETag"))
         return memoryview(body), info
 
     def head(self, key: str) -> ObjectInfo:
@@ -308,7 +430,7 @@ class S3Store:
         return ObjectInfo(key=key, size=int(resp["ContentLength"]),
                           metadata=resp.get("Metadata", {}),
                           last_modified=resp["LastModified"].timestamp(),
-                          s3_checksum=resp.get("ChecksumCRC64NVME"))
+                          s3_checksum=resp.get("ChecksumCRC64NVME"), etag=resp.get("ETag"))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         token: str | None = None
@@ -324,7 +446,8 @@ class S3Store:
                     raise self._fail(exc, "LIST", prefix) from exc
             for obj in page.get("Contents", []):
                 yield ObjectInfo(key=obj["Key"], size=int(obj["Size"]),
-                                 last_modified=obj["LastModified"].timestamp())
+                                 last_modified=obj["LastModified"].timestamp(),
+                                 etag=obj.get("ETag"))
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
@@ -343,6 +466,40 @@ class S3Store:
                                              Prefix=self.cfg.prefix + "/", MaxKeys=1)
             except (ClientError, BotoCoreError) as exc:
                 raise self._fail(exc, "LIST", self.cfg.prefix + "/") from exc
+
+    def probe(self, timeout: float) -> None:
+        """One LIST of at most one key under the prefix, on a client of its own (one attempt,
+        connect timeout ``min(timeout, cfg.connect_timeout)``, read timeout ``timeout``): it
+        returns within about ``timeout`` plus the connect timeout, even when the server accepts
+        connections but never answers (a stopped process); a hard deadline 1 s later covers
+        what botocore's timeouts do not (DNS, credential providers). Raises
+        :class:`StoreUnreachable` (no answer, refused) or what the answer means
+        (:class:`AccessDenied`, :class:`NoSuchBucket`, ...)."""
+        if not timeout > 0:
+            raise ValueError(f"probe timeout must be positive, got {timeout!r}")
+        target = self.cfg.prefix + "/"
+
+        def silent() -> StoreUnreachable:
+            return StoreUnreachable(f"LIST s3://{self.cfg.bucket}/{target} at "
+                                    f"{self._endpoint}: no answer within {timeout:g}s (probe)")
+
+        connect_timeout = min(timeout, self.cfg.connect_timeout)
+
+        def list_one() -> None:
+            client = _probe_client(self.cfg, float(timeout))
+            try:
+                client.list_objects_v2(Bucket=self.cfg.bucket, Prefix=target, MaxKeys=1)
+            except (ReadTimeoutError, ConnectTimeoutError) as exc:
+                raise silent() from exc
+            except (ClientError, BotoCoreError) as exc:
+                error = self._fail(exc, "LIST", target)
+                if type(error) is StoreUnreachable:
+                    error = StoreUnreachable(f"{error} (probe)")
+                raise error from exc
+
+        with metrics.s3_request("list"):
+            if not finished_within(timeout + connect_timeout + 1.0, list_one):
+                raise silent()
 
 
 def admin_create_bucket(cfg: StoreConfig, bucket: str) -> None:
@@ -369,47 +526,87 @@ def open_store(cfg: AnyStoreConfig) -> S3Store | FileStore:
 
 # --- in memory, for pure unit tests -----------------------------------------------------------
 
+_MemoryEntry = tuple[bytes, dict[str, str], float]
+
+
 class MemoryStore:
-    """A dict-backed :class:`Store` for pure unit tests; not for production."""
+    """A dict-backed :class:`Store` for pure unit tests; not for production.
+
+    ``objects`` maps a key to (body, metadata, time written); tests may replace entries
+    directly. Each write gets a new ETag (``"<md5>-<write number>"``), an entry replaced
+    directly included, so ``if_match`` sees every change, even to identical bytes."""
 
     def __init__(self, bucket: str = "memory") -> None:
         self.bucket = bucket
-        self.objects: dict[str, tuple[bytes, dict[str, str], float]] = {}
+        self.objects: dict[str, _MemoryEntry] = {}
+        self._etags: dict[str, tuple[_MemoryEntry, str]] = {}  # the entry an ETag was given to
+        self._writes = 0
         self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
         return f"memory://{self.bucket}"
 
-    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
-            s3_checksum: str | None = None, content_type: str = "application/octet-stream") -> None:
-        with self._lock:
-            self.objects[key] = (bytes(body), dict(metadata), time.time())
+    def _etag(self, key: str, entry: _MemoryEntry) -> str:
+        """The ETag of ``entry`` (under the lock): a new one for an entry not seen before."""
+        known = self._etags.get(key)
+        if known is not None and known[0] is entry:
+            return known[1]
+        self._writes += 1
+        etag = f'"{hashlib.md5(entry[0]).hexdigest()}-{self._writes}"'
+        self._etags[key] = (entry, etag)
+        return etag
 
-    def _entry(self, key: str, op: str) -> tuple[bytes, dict[str, str], float]:
+    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
+            if_none_match: bool = False, if_match: str | None = None) -> str | None:
+        condition = put_condition(if_none_match, if_match)
+        where = f"PUT {self.url}/{key}"
+        entry = (bytes(body), dict(metadata), time.time())
+        with self._lock:
+            current = self.objects.get(key)
+            if if_none_match and current is not None:
+                raise precondition_failed(where, "the key already exists", _IF_NONE_MATCH)
+            if if_match is not None and condition is not None:
+                if current is None:
+                    raise precondition_failed(where, "the key does not exist", condition)
+                now = self._etag(key, current)
+                if now != if_match:
+                    raise precondition_failed(
+                        where, f"the object changed since its ETag was read (now {now})",
+                        condition)
+            self.objects[key] = entry
+            return self._etag(key, entry)
+
+    def _entry(self, key: str, op: str) -> tuple[_MemoryEntry, str]:
         with self._lock:
             if key not in self.objects:
                 raise ObjectNotFound(f"{op} {self.url}/{key}: not found")
-            return self.objects[key]
+            entry = self.objects[key]
+            return entry, self._etag(key, entry)
 
     def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
-        body, meta, ts = self._entry(key, "GET")
-        return memoryview(body), ObjectInfo(key, len(body), meta, ts)
+        (body, meta, ts), etag = self._entry(key, "GET")
+        return memoryview(body), ObjectInfo(key, len(body), meta, ts, etag=etag)
 
     def head(self, key: str) -> ObjectInfo:
-        body, meta, ts = self._entry(key, "HEAD")
-        return ObjectInfo(key, len(body), meta, ts)
+        (body, meta, ts), etag = self._entry(key, "HEAD")
+        return ObjectInfo(key, len(body), meta, ts, etag=etag)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._lock:
-            items = sorted((k, len(v[0]), v[2]) for k, v in self.objects.items()
-                           if k.startswith(prefix))
-        for key, size, ts in items:
-            yield ObjectInfo(key, size, {}, ts)
+            items = sorted((k, len(v[0]), v[2], self._etag(k, v))
+                           for k, v in self.objects.items() if k.startswith(prefix))
+        for key, size, ts, etag in items:
+            yield ObjectInfo(key, size, {}, ts, etag=etag)
 
     def delete(self, key: str) -> None:
         with self._lock:
             self.objects.pop(key, None)
+            self._etags.pop(key, None)
 
     def check(self) -> None:
+        return None
+
+    def probe(self, timeout: float) -> None:
         return None
