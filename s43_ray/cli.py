@@ -20,10 +20,17 @@ from typing import NoReturn, TextIO
 
 from . import __version__
 from . import bench as bench_module
+from .circuit import Circuit, WatchedStore, watched
 from .cli_common import Parser, UsageError, int_in, store_config, store_flags
 from .cli_ops import OPS_COMMANDS, Report, add_ops_parsers, run_op
 from .codec import CODECS, Codec
-from .config import EnvDefaults, FileStoreConfig, env_defaults
+from .config import (
+    EnvDefaults,
+    FileStoreConfig,
+    env_defaults,
+    is_file_url,
+    parse_store_url,
+)
 from .driver import STALL_TIMEOUT_S, RunConfig, gate_existing, run_cohort
 from .errors import (
     EXIT_BAD_INPUT,
@@ -34,14 +41,16 @@ from .errors import (
 )
 from .events import RUN_FAILED, EventLog, Severity
 from .keys import (
+    DEFAULT_PREFIX,
     MAX_COHORT_SIZE,
     RunLayout,
+    check_key_lengths,
     member_names,
     new_run_id,
     parse_members,
     validate_run_id,
 )
-from .manifest import read_manifest
+from .manifest import RunManifest, read_manifest
 from .predict import DEFAULT_PREDICTOR, load_predictor
 from .progress import Progress
 from .smoke import DEFAULT_NODES as DEFAULT_SMOKE_NODES
@@ -103,15 +112,18 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
                      help="cancel and report pending members when none finished for this long "
                           f"(default {int(STALL_TIMEOUT_S)})")
     run.add_argument("--resume", action="store_true",
-                     help="finish an earlier run (same --run-id, cohort and format): keep "
-                          "members already in the store and verified, compute the rest")
+                     help="finish an earlier run (same --run-id, cohort and format) as a new "
+                          "attempt: keep members already in the store and verified (from any "
+                          "attempt), compute the rest")
     store_flags(run, env)
 
     gate = sub.add_parser("gate", help="re-check an existing run from the store alone")
     gate.add_argument("--run-id", required=True)
     gate.add_argument("--expected", type=int_in("expected", 1, MAX_COHORT_SIZE),
-                      help="members the cohort must have (default: the run's manifest)")
-    gate.add_argument("--members", help="explicit member names (default: the run's manifest)")
+                      help="members the cohort must have (default: the run's record; must "
+                           "agree with it, and names the cohort of a run without one)")
+    gate.add_argument("--members", help="explicit member names (default: the run's record; "
+                                        "must agree with it)")
     gate.add_argument("--format", choices=CODECS, help="object format (default: the manifest's)")
     gate.add_argument("--verify", choices=("full", "head"), default="full")
     store_flags(gate, env)
@@ -141,6 +153,9 @@ def _cmd_run(args: argparse.Namespace, events: EventLog) -> Summary:
     members = tuple(parse_members(args.members) if args.members is not None
                     else member_names(args.cohort_size or DEFAULT_COHORT_SIZE))
     load_predictor(args.predictor)  # bad input is refused here, before anything is written
+    store_prefix = _store_prefix(args)
+    if store_prefix is not None:  # keys S3 would refuse: exit 2 before Ray or a server starts
+        check_key_lengths(store_prefix, run_id, members, args.format)
     cfg = RunConfig(run_id=run_id, members=members, rows=args.rows, codec=args.format,
                     predictor=args.predictor, address=args.address, num_cpus=args.num_cpus,
                     verify=args.verify, stall_timeout=float(args.stall_timeout),
@@ -170,25 +185,62 @@ def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
     run_id = validate_run_id(args.run_id)
     events.run_id = run_id
     explicit = parse_members(args.members) if args.members is not None else None
+    if explicit is not None and args.expected is not None and args.expected != len(explicit):
+        raise InputError(f"--expected {args.expected} differs from the {len(explicit)} members "
+                         "named by --members; expected one of them, or both agreeing")
     with store_config(args) as store_cfg:
+        layout = RunLayout(store_cfg.prefix, run_id)
         store = open_store(store_cfg)
-        store.check()
-        manifest = read_manifest(store, RunLayout(store_cfg.prefix, run_id))
-        if explicit:
-            members = explicit
-        elif manifest:
-            members = list(manifest.members)
-        elif args.expected:
-            members = member_names(args.expected)
-        else:
-            raise InputError(f"run {run_id!r} has no manifest in {store_cfg.url}; expected "
-                             "--expected N or --members a,b,c")
+        breaker = Circuit(store.probe, what=f"store {store_cfg.url}")
+        wstore = WatchedStore(store, breaker)
+        watched(breaker, wstore.check, what=f"checking {store_cfg.url}")
+        manifest = watched(breaker, lambda: read_manifest(wstore, layout),
+                           what=f"reading {layout.manifest_key}")
+        members = _gate_members(run_id, store_cfg.url, manifest, explicit, args.expected)
         codec: Codec = args.format or (manifest.codec if manifest else DEFAULT_CODEC)
         if manifest and args.format and args.format != manifest.codec:
             raise InputError(f"--format {args.format} differs from the run's format "
                              f"{manifest.codec}; expected {manifest.codec}")
+        check_key_lengths(store_cfg.prefix, run_id, members, codec)
         return gate_existing(store_cfg, run_id=run_id, members=members, codec=codec,
-                             expected=args.expected, events=events, verify=args.verify)
+                             expected=len(members), events=events, verify=args.verify)
+
+
+def _gate_members(run_id: str, url: str, manifest: RunManifest | None,
+                  explicit: list[str] | None, expected: int | None) -> list[str]:
+    """The cohort a gate checks: the run's record; ``--members``/``--expected`` must agree with
+    it (a verdict over part of a cohort would read as the whole run's), and name it when the
+    run has no record."""
+    if manifest is None:
+        if explicit:
+            return explicit
+        if expected:
+            return member_names(expected)
+        raise InputError(f"run {run_id!r} has no manifest in {url}; expected --expected N or "
+                         "--members a,b,c")
+    recorded = list(manifest.members)
+    if explicit is not None and sorted(explicit) != sorted(recorded):
+        gone = sorted(set(recorded) - set(explicit))
+        extra = sorted(set(explicit) - set(recorded))
+        raise InputError(f"--members names {len(explicit)} members but run {run_id!r} records "
+                         f"{len(recorded)} (not named: {gone[:5]}, not in the run: {extra[:5]}); "
+                         "expected the run's members, or no --members")
+    if expected is not None and expected != len(recorded):
+        raise InputError(f"--expected {expected} differs from the {len(recorded)} members run "
+                         f"{run_id!r} records; expected {len(recorded)}, or no --expected")
+    return recorded
+
+
+def _store_prefix(args: argparse.Namespace) -> str | None:
+    """The key prefix ``--store`` names, when it is a valid URL (else the store's own check
+    reports it); None for the embedded default, whose prefix is the default one."""
+    url = args.store
+    if url is None or is_file_url(url):
+        return DEFAULT_PREFIX
+    try:
+        return parse_store_url(url)[1]
+    except InputError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,

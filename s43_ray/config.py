@@ -138,6 +138,30 @@ def parse_file_url(url: str) -> str:
     return path
 
 
+_BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+# Name forms S3 reserves (AWS's bucket naming rules; Scaleway's are a subset).
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name_problem(bucket: str) -> str:
+    """What S3 would reject about a bucket name ("" when it is valid)."""
+    if not 3 <= len(bucket) <= 63:
+        return f"{len(bucket)} characters"
+    bad = sorted(set(bucket) - _BUCKET_CHARS)
+    if bad:
+        return f"character(s) {', '.join(repr(c) for c in bad)}"
+    if not bucket[0].isalnum() or not bucket[-1].isalnum():
+        return "it must start and end with a letter or digit"
+    if ".." in bucket or ".-" in bucket or "-." in bucket:
+        return "two adjacent periods, or a period next to a hyphen"
+    if all(part.isdigit() for part in bucket.split(".")) and bucket.count(".") == 3:
+        return "it is formatted as an IP address"
+    if bucket.startswith(_RESERVED_PREFIXES) or bucket.endswith(_RESERVED_SUFFIXES):
+        return "a prefix or suffix S3 reserves"
+    return ""
+
+
 def parse_store_url(url: str) -> tuple[str, str]:
     """``s3://BUCKET[/PREFIX]`` -> (bucket, prefix); the default prefix when none is given."""
     parts = urlsplit(url)
@@ -145,10 +169,10 @@ def parse_store_url(url: str) -> tuple[str, str]:
         raise InvalidStoreUrl(f"store {url!r} is not a store URL; expected s3://BUCKET/PREFIX "
                               "or file:///SHARED/DIR")
     bucket = parts.netloc
-    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket) \
-            or bucket != bucket.lower() or not bucket[0].isalnum() or not bucket[-1].isalnum():
-        raise InvalidStoreUrl(f"store {url!r} has bucket {bucket!r}; expected 3-63 lower-case "
-                              "letters, digits, '-' or '.'")
+    problem = bucket_name_problem(bucket)
+    if problem:
+        raise InvalidStoreUrl(f"store {url!r} has bucket {bucket!r}: {problem}; expected 3-63 "
+                              "lower-case ASCII letters, digits, '-' or '.', as S3 requires")
     prefix = parts.path.strip("/")
     if "//" in prefix or any(seg in {".", ".."} for seg in prefix.split("/") if prefix):
         raise InvalidStoreUrl(f"store {url!r} has prefix {prefix!r}; expected plain "

@@ -1,7 +1,10 @@
-"""The driver: fan out one persist task per member, gather references only, gate, persist verdict.
+"""The driver: claim the run, fan out one persist task per member, gather references only,
+write the attempt's ledger, gate from the store, keep the verdict.
 
 It never receives arrays: a task returns a :class:`~s43_ray.task.PredictionRef` of a few hundred
-bytes, so the driver's memory does not grow with the payload.
+bytes, so the driver's memory does not grow with the payload. Every store call it makes itself
+is watched by the run's circuit (:mod:`s43_ray.circuit`): a store that stops answering fails
+the run in about a minute and a half, naming every member not persisted.
 """
 
 from __future__ import annotations
@@ -15,40 +18,42 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from . import events as ev
 from . import metrics
+from .circuit import Circuit, CircuitConfig, WatchedStore, watched
 from .codec import Codec
 from .config import AnyStoreConfig
-from .errors import INFRA_ERROR_CLASSES, ClusterError, InputError, S43Error
-from .gate import Expectation, Verdict, VerifyMode, gate_task, run_gate
+from .errors import ClusterError, InputError, S43Error, StoreUnreachable
+from .fanout import STALL_TIMEOUT_S, WAIT_BATCH, fan_out, first_line
+from .gate import GateSpec, Verdict, VerifyMode, gate_from_store, gate_task, run_gate
 from .keys import RunLayout
-from .manifest import RunManifest, claim_run, read_manifest, write_manifest
+from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
+from .manifest import RunManifest, check_run, claim_run
+from .outcome import persist_verdict, report_verdict, summarize
+from .predict import declared_schema, load_predictor
 from .progress import Progress
 from .store import Store, open_store
-from .summary import Summary, latency_stats
-from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec, persist_task
+from .summary import Summary
+from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec
+
+__all__ = ["STALL_TIMEOUT_S", "WAIT_BATCH", "RunConfig", "gate_existing", "probe_address",
+           "ray_session", "run_cohort", "summarize"]
+T = TypeVar("T")
 
 log = logging.getLogger("s43_ray.driver")
 
 # A local cluster's object store only ever holds references; Ray's minimum is 75 MiB.
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
-# Collect finished tasks in batches of this size so a 100,000-member run is not O(n^2) waits.
-WAIT_BATCH = 256
 # A Ray address that does not accept a TCP connection within this time is unreachable.
 RAY_PROBE_TIMEOUT_S = 5.0
-# A run in which no member finishes for this long is stalled: its pending tasks are cancelled
-# and reported (error_class "stalled") instead of hanging the job without a word.
-STALL_TIMEOUT_S = 900.0
 # The gate task must answer within this long (it lists and verifies; 10,000 members take
 # seconds to minutes); past it the run exits 3.
 GATE_TIMEOUT_S = 1800.0
-# How often the progress bar moves when no task finishes.
-WAIT_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class RunConfig:
     stall_timeout: float = STALL_TIMEOUT_S  # seconds without a finished member
     resume: bool = False  # keep members already in the store and verified; compute the rest
     gate_timeout: float = GATE_TIMEOUT_S
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)  # when a hung store fails
     task_options: Mapping[str, Any] = field(default_factory=dict)
     gate_options: Mapping[str, Any] = field(default_factory=dict)
     # Per-member Ray options on top of task_options (e.g. node affinity in the smoke).
@@ -139,233 +145,106 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         ray.shutdown()  # drains forwarded worker logs before the summary is printed
 
 
-def _ray_failure(spec: TaskSpec, member: str, key: str, exc: RayError) -> PersistFailure:
-    cause = exc.cause if isinstance(exc, RayTaskError) else None
-    if isinstance(cause, S43Error):
-        return PersistFailure(spec.run_id, member, key, cause.error_class, str(cause))
-    name = type(exc).__name__
-    klass = {"WorkerCrashedError": "worker_died", "NodeDiedError": "node_died",
-             "TaskUnschedulableError": "unschedulable", "OutOfMemoryError": "oom",
-             "TaskCancelledError": "cancelled"}.get(name, "task_error")
-    return PersistFailure(spec.run_id, member, key, klass, _first_line(exc))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
-
-
-def _stalled(spec: TaskSpec, pending: dict[Any, str], stall_timeout: float,
-             layout: RunLayout) -> list[PersistFailure]:
-    """Cancel every task still pending after no member finished for ``stall_timeout``."""
-    failures = []
-    for obj, member in pending.items():
-        with contextlib.suppress(Exception):
-            ray.cancel(obj, force=True)
-        failures.append(PersistFailure(
-            spec.run_id, member, layout.member_key(member, spec.codec), "stalled",
-            f"no member finished for {stall_timeout:.0f}s; task cancelled "
-            "(hung predictor, or no resources to schedule it)"))
-    pending.clear()
-    return failures
-
-
-def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
-            progress: Progress, task_options: Mapping[str, Any],
-            stall_timeout: float = STALL_TIMEOUT_S,
-            member_options: Callable[[str], Mapping[str, Any]] | None = None,
-            on_outcome: Callable[[str, PersistOutcome], None] | None = None,
-            ) -> dict[str, PersistOutcome]:
-    """Submit one persist task per member and gather their references as they finish."""
-    layout = RunLayout(spec.store.prefix, spec.run_id)
-    pending = {}
-    for m in members:
-        opts = {**task_options, **member_options(m)} if member_options else task_options
-        pending[persist_task.options(**opts).remote(spec, m)] = m
-    outcomes: dict[str, PersistOutcome] = {}
-    progress.start()
-    last_done = time.monotonic()
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=min(len(pending), WAIT_BATCH),
-                           timeout=WAIT_TIMEOUT_S)
-        finished: list[tuple[str, PersistOutcome]] = []
-        for obj in done:
-            member = pending.pop(obj)
-            try:
-                finished.append((member, ray.get(obj)))
-            except RayError as exc:
-                key = layout.member_key(member, spec.codec)
-                finished.append((member, _ray_failure(spec, member, key, exc)))
-        if done:
-            last_done = time.monotonic()
-        elif time.monotonic() - last_done > stall_timeout:
-            finished.extend((f.member, f) for f in _stalled(spec, pending, stall_timeout,
-                                                            layout))
-        for member, outcome in finished:
-            outcomes[member] = outcome
-            if isinstance(outcome, PredictionRef):
-                events.emit(ev.PRED_PERSISTED, member=member, key=outcome.key,
-                            bytes=outcome.bytes, write_seconds=round(outcome.write_seconds, 6),
-                            node_id=outcome.node_id, s3_retries=outcome.s3_retries,
-                            attempt=outcome.attempt)
-            else:
-                events.emit(ev.PRED_PERSIST_FAILED, "error", member=member, key=outcome.key,
-                            error_class=outcome.error_class, attempts=outcome.attempts,
-                            node_id=outcome.node_id, seconds=round(outcome.seconds, 6),
-                            endpoint=spec.store.endpoint_url, store=spec.store.url,
-                            message=outcome.message)
-            progress.advance(failed=not isinstance(outcome, PredictionRef))
-            if on_outcome is not None:
-                on_outcome(member, outcome)
-    progress.close()
-    return outcomes
-
-
-def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) -> None:
-    """The gate's events: one load failure per invalid member, acquisition, then the outcome."""
-    for check in verdict.checks:
-        if check.status == "invalid":
-            events.emit(ev.PRED_LOAD_FAILED, "error", member=check.member, key=check.key,
-                        error_class=check.error_class, message=check.detail, endpoint=endpoint,
-                        node_id=verdict.node_id, seconds=round(check.read_seconds, 6))
-    events.emit(ev.ACQUIRE_OUTCOME, "info" if verdict.cohort_count == verdict.expected
-                else "warning", keys=verdict.cohort_count, expected=verdict.expected,
-                listed=verdict.listed_keys, missing=len(verdict.missing),
-                invalid=len(verdict.invalid), unexpected=len(verdict.unexpected),
-                outcome="complete" if verdict.cohort_count == verdict.expected else "partial",
-                store=verdict.store)
-    events.emit(ev.GATE_OUTCOME, "info" if verdict.passed else "error",
-                status=verdict.status, cohort_count=verdict.cohort_count,
-                expected=verdict.expected, shortfall=verdict.shortfall,
-                missing=verdict.missing[:ev.MAX_LISTED], invalid=sorted(verdict.invalid)[
-                    :ev.MAX_LISTED], unexpected=len(verdict.unexpected),
-                error_class="" if verdict.passed else "cohort_incomplete",
-                reason=verdict.reason,
-                gate_node=verdict.node_id, gate_seconds=round(verdict.gate_seconds, 3),
-                store=verdict.store, endpoint=endpoint)
-
-
-def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
-                    events: ev.EventLog) -> bool:
-    """Write ``_gate.json`` next to the data; an error event (never an exception) if it fails."""
-    try:
-        store.put(layout.gate_key, verdict.to_json(), metadata={"s43-kind": "gate",
-                                                                "s43-status": verdict.status},
-                  content_type="application/json")
-    except S43Error as exc:
-        events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
-                    error_class=exc.error_class, message=str(exc), status=verdict.status,
-                    store=store.url)
-        return False
-    events.emit(ev.GATE_PERSISTED, key=layout.gate_key, status=verdict.status)
-    return True
-
-
-def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
-              gate_persisted: bool, wall: float,
-              outcomes: Mapping[str, PersistOutcome] | None = None) -> Summary:
-    refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
-    failures = {o.member: f"{o.error_class}: {o.message}" for o in (outcomes or {}).values()
-                if isinstance(o, PersistFailure)}
-    ok = [c for c in verdict.checks if c.status == "ok"]
-    read = [c for c in ok if c.downloaded]
-    counted = {c.member for c in ok}
-    infra = {c.member for c in verdict.checks
-             if c.status != "ok" and c.error_class in INFRA_ERROR_CLASSES}
-    infra |= {o.member for o in (outcomes or {}).values()
-              if isinstance(o, PersistFailure) and o.error_class in INFRA_ERROR_CLASSES
-              and o.member not in counted}
-    return Summary(
-        run_id=verdict.run_id, status=verdict.status, expected=verdict.expected,
-        cohort_count=verdict.cohort_count, missing=verdict.missing, invalid=verdict.invalid,
-        unexpected=verdict.unexpected, persist_failed=failures, reason=verdict.reason,
-        command=command,
-        codec=verdict.codec, store=store_cfg.url, endpoint=store_cfg.endpoint_url,
-        bytes_written=sum(r.bytes for r in refs), bytes_read=sum(c.bytes for c in read),
-        write_latency_s=latency_stats([r.write_seconds for r in refs]),
-        read_latency_s=latency_stats([c.read_seconds for c in read]), infra_errors=len(infra),
-        wall_seconds=round(wall, 3), writer_nodes=len({r.node_id for r in refs}),
-        gate_node=verdict.node_id, gate_key=gate_key, gate_persisted=gate_persisted,
-        s3_retries=sum(r.s3_retries for r in refs), task_retries=sum(r.attempt for r in refs))
-
-
-def resume_plan(store: Store, cfg: RunConfig, store_cfg: AnyStoreConfig,
-                wanted: RunManifest) -> tuple[RunManifest, list[str], list[str]]:
-    """For ``--resume``: the run's recorded manifest, the members to reuse (present and
-    verified, checksum included) and the members to compute (missing or invalid)."""
-    layout = RunLayout(store_cfg.prefix, cfg.run_id)
-    manifest = read_manifest(store, layout)
-    if manifest is None:
-        raise InputError(f"cannot resume run {cfg.run_id!r}: it has no record in "
-                         f"{store_cfg.url}; expected a run started earlier (drop --resume to "
-                         "start it)")
-    diff = manifest.differences(wanted)
-    if diff:
-        raise InputError(f"cannot resume run {cfg.run_id!r}: it was started with a different "
-                         f"cohort: {'; '.join(diff)}; expected the same members, --format, "
-                         "--rows and --predictor")
-    check = run_gate(store, run_id=cfg.run_id, prefix=store_cfg.prefix, members=cfg.members,
+def resume_plan(store: Store, layout: RunLayout, cfg: RunConfig, record: RunManifest,
+                circuit: CircuitConfig) -> tuple[dict[str, LedgerEntry], list[str]]:
+    """For ``--resume``: the members to reuse, each with the ledger entry of the object already
+    in the store (bound to this run and member, its schema the run's, its checksum verified and,
+    when the attempt that wrote it left a ledger, equal to that ledger's), and the members to
+    compute (missing, invalid, or written by an attempt whose ledger disagrees)."""
+    check = run_gate(store, run_id=cfg.run_id, prefix=layout.prefix, members=cfg.members,
                      codec=cfg.codec, mode=cfg.verify, concurrency=cfg.gate_concurrency,
-                     node_id="driver")
-    reuse = [c.member for c in check.checks if c.status == "ok"]
-    ok = set(reuse)
-    return manifest, reuse, [m for m in cfg.members if m not in ok]
+                     node_id="driver", declared_schema=record.schema_digest, circuit=circuit)
+    ledgers: dict[int, Ledger | None] = {}
+    reuse: dict[str, LedgerEntry] = {}
+    for c in check.checks:
+        if c.status != "ok" or c.attempt is None:
+            continue
+        if c.attempt not in ledgers:
+            ledgers[c.attempt] = read_ledger(store, layout, c.attempt)
+        ledger = ledgers[c.attempt]
+        entry = ledger.entries.get(c.member) if ledger is not None else None
+        if ledger is not None and (entry is None or entry.checksum != c.checksum):
+            continue  # its attempt's ledger does not vouch for it: compute it again
+        reuse[c.member] = LedgerEntry(c.key, c.checksum, c.bytes, c.schema, c.attempt)
+    return reuse, [m for m in cfg.members if m not in reuse]
+
+
+def _watched(breaker: Circuit, fn: Callable[[], T], what: str) -> T:
+    return watched(breaker, fn, what=what)
 
 
 def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                progress: Progress | None = None) -> Summary:
-    """The main job: persist every member through S3, then gate the cohort from the store."""
+    """The main job: claim the run, persist every member through S3, write the ledger, then
+    gate the cohort from the store."""
     t0 = time.perf_counter()
     store = open_store(store_cfg)
-    store.check()  # exit 3 before anything is written if the store is unreachable or refuses
+    breaker = Circuit(store.probe, cfg.circuit, what=f"store {store_cfg.url}")
+    wstore = WatchedStore(store, breaker)
+    # Exit 3 before anything is written if the store is unreachable, refuses, or hangs.
+    _watched(breaker, wstore.check, f"checking {store_cfg.url}")
     layout = RunLayout(store_cfg.prefix, cfg.run_id)
-    spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor)
-    wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows, cfg.predictor)
-    reused: list[str] = []
-    todo = list(cfg.members)
-    if cfg.resume:  # a resumed run must match what it was started with (exit 2 otherwise)
-        manifest, reused, todo = resume_plan(store, cfg, store_cfg, wanted)
-    else:  # a reused run id with another cohort is refused (exit 2) before Ray starts
-        manifest = claim_run(store, layout, wanted, write=False)
+    schema = declared_schema(load_predictor(cfg.predictor), cfg.rows)
+    wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows, cfg.predictor,
+                             schema)
+    # Another cohort under this run id, or a --resume of nothing, is refused (exit 2) before
+    # Ray starts; the atomic claim below decides races.
+    existing = _watched(breaker, lambda: check_run(wstore, layout, wanted, resume=cfg.resume),
+                        f"reading {layout.manifest_key}")
+    if cfg.resume and existing is None:
+        raise InputError(f"cannot resume run {cfg.run_id!r}: it has no record in "
+                         f"{store_cfg.url}; expected a run started earlier (drop --resume to "
+                         "start it)")
     if progress is None:
-        progress = Progress(len(todo), enabled=False)
-    progress.total = len(todo)
+        progress = Progress(len(cfg.members), enabled=False)
     with ray_session(cfg.address, cfg.num_cpus):
-        # Written only once the store and the cluster both answer: a refused run leaves nothing.
-        if manifest is wanted:  # claim_run returned ours: the run is new
-            write_manifest(store, layout, manifest)
+        # Claimed only once the store and the cluster both answer: a refused run leaves nothing.
+        claim = _watched(breaker, lambda: claim_run(wstore, layout, wanted),
+                         f"claiming {layout.manifest_key}")
+        record = claim.record
+        kind: AttemptKind = "resume" if cfg.resume else ("first" if claim.created else "rerun")
+        attempt = _watched(breaker, lambda: claim_attempt(wstore, layout, kind),
+                           f"claiming an attempt of run {cfg.run_id!r}")
+        reused: dict[str, LedgerEntry] = {}
+        todo = list(cfg.members)
+        if cfg.resume:
+            reused, todo = resume_plan(store, layout, cfg, record, cfg.circuit)
+        progress.total = len(todo)
         events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
                     store=store_cfg.url, endpoint=store_cfg.endpoint_url,
-                    predictor=cfg.predictor, created_at=manifest.created_at,
-                    resume=cfg.resume, reused=len(reused), to_compute=len(todo))
+                    predictor=cfg.predictor, created_at=record.created_at,
+                    resume=cfg.resume, reused=len(reused), to_compute=len(todo),
+                    attempt=attempt.number, attempt_kind=kind, holder=attempt.holder,
+                    schema=record.schema_digest)
+        spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor,
+                        attempt=attempt.number, schema=record.schema_digest)
         outcomes = fan_out(spec, todo, events, progress, cfg.task_options,
-                           cfg.stall_timeout, cfg.member_options, cfg.on_outcome)
-        refs = {m: Expectation(o.checksum, o.bytes) for m, o in outcomes.items()
-                if isinstance(o, PredictionRef)}
+                           cfg.stall_timeout, cfg.member_options, cfg.on_outcome,
+                           circuit=breaker)
+        if breaker.is_open:
+            progress.clear()
+            return _circuit_summary(cfg, store_cfg, layout, events, outcomes, reused,
+                                    attempt.number, breaker.reason, time.perf_counter() - t0)
+        ledger = Ledger(cfg.run_id, attempt.number, cfg.codec, entries={
+            **reused, **{m: LedgerEntry(o.key, o.checksum, o.bytes, o.schema, attempt.number)
+                         for m, o in outcomes.items() if isinstance(o, PredictionRef)}},
+            failed={m: f"{o.error_class}: {o.message}"[:300] for m, o in outcomes.items()
+                    if isinstance(o, PersistFailure)})
+        _watched(breaker, lambda: write_ledger(wstore, layout, ledger),
+                 f"writing {layout.ledger_key(attempt.number)}")
+        events.emit(ev.LEDGER_PERSISTED, key=layout.ledger_key(attempt.number),
+                    attempt=attempt.number, members=len(ledger.entries),
+                    failed=len(ledger.failed))
         progress.status(f"gate: listing and verifying {len(cfg.members)} members ...")
-        gate_ref = gate_task.options(**cfg.gate_options).remote(
-            store_cfg, cfg.run_id, list(cfg.members), cfg.codec, None, refs, cfg.verify,
-            cfg.gate_concurrency)
-        try:
-            verdict: Verdict = ray.get(gate_ref, timeout=cfg.gate_timeout)
-        except RayTaskError as exc:
-            if isinstance(exc.cause, S43Error):
-                raise exc.cause from None
-            raise ClusterError(f"gate task failed: {_first_line(exc)}") from exc
-        except GetTimeoutError as exc:
-            with contextlib.suppress(Exception):
-                ray.cancel(gate_ref, force=True)
-            raise ClusterError(f"gate task gave no verdict within {cfg.gate_timeout:.0f}s "
-                               "(no resources to schedule it, or the store is too slow)"
-                               ) from exc
-        except RayError as exc:
-            raise ClusterError(f"gate task failed: {_first_line(exc)}") from exc
+        verdict = _await_gate(gate_task.options(**cfg.gate_options).remote(GateSpec(
+            store_cfg, cfg.run_id, tuple(cfg.members), cfg.codec, attempt.number, cfg.verify,
+            cfg.gate_concurrency, cfg.circuit)), cfg.gate_timeout)
         # Inside the Ray session: the driver's metrics are flushed by ray.shutdown().
         metrics.record_gate(verdict.status)
         metrics.record_cohort(cfg.run_id, verdict.expected, verdict.cohort_count, store_cfg.url)
     progress.clear()
     report_verdict(verdict, events, store_cfg.endpoint_url)
-    persisted = persist_verdict(store, layout, verdict, events)
+    persisted = _persist(breaker, wstore, layout, verdict, events)
     summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
                         gate_persisted=persisted, wall=time.perf_counter() - t0,
                         outcomes=outcomes)
@@ -374,17 +253,75 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
     return summary
 
 
+def _await_gate(gate_ref: Any, timeout: float) -> Verdict:
+    try:
+        verdict: Verdict = ray.get(gate_ref, timeout=timeout)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, S43Error):
+            raise exc.cause from None
+        raise ClusterError(f"gate task failed: {first_line(exc)}") from exc
+    except GetTimeoutError as exc:
+        with contextlib.suppress(Exception):
+            ray.cancel(gate_ref, force=True)
+        raise ClusterError(f"gate task gave no verdict within {timeout:.0f}s "
+                           "(no resources to schedule it, or the store is too slow)") from exc
+    except RayError as exc:
+        raise ClusterError(f"gate task failed: {first_line(exc)}") from exc
+    return verdict
+
+
+def _persist(breaker: Circuit, store: Store, layout: RunLayout, verdict: Verdict,
+             events: ev.EventLog) -> bool:
+    """:func:`persist_verdict`, abandoned (with its error event) if the store hangs."""
+    try:
+        return _watched(breaker, lambda: persist_verdict(store, layout, verdict, events),
+                        f"writing {layout.gate_key}")
+    except StoreUnreachable as exc:
+        events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
+                    error_class=exc.error_class, message=str(exc), status=verdict.status,
+                    store=store.url)
+        return False
+
+
+def _circuit_summary(cfg: RunConfig, store_cfg: AnyStoreConfig, layout: RunLayout,
+                     events: ev.EventLog, outcomes: Mapping[str, PersistOutcome],
+                     reused: Mapping[str, LedgerEntry], attempt: int, reason: str,
+                     wall: float) -> Summary:
+    """The run gave up on a store that stopped answering: no ledger, no gate (both need the
+    store); every member not persisted is named, and the run exits 3."""
+    done = set(reused) | {m for m, o in outcomes.items() if isinstance(o, PredictionRef)}
+    lost = [m for m in cfg.members if m not in done]
+    why = (f"run {cfg.run_id!r}: {reason}; circuit open after {len(done)} of "
+           f"{len(cfg.members)} members persisted; {len(lost)} not persisted: "
+           f"{lost[:10]}{f' (+{len(lost) - 10} more)' if len(lost) > 10 else ''}; the gate did "
+           f"not run; `s43-ray run --run-id {cfg.run_id} --resume` finishes it")
+    # cohort_count: members whose PUT the store confirmed (not gated: the gate needs the store).
+    verdict = Verdict(run_id=cfg.run_id, store=store_cfg.url, codec=cfg.codec,
+                      expected=len(cfg.members), cohort_count=len(done), status="failed",
+                      reason=why, missing=lost, invalid={}, unexpected=[], attempt=attempt,
+                      basis="none")
+    events.emit(ev.RUN_FAILED, "error", command="run", error_class="unreachable", exit_code=3,
+                message=why, attempt=attempt)
+    summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
+                        gate_persisted=False, wall=wall, outcomes=outcomes)
+    summary.reused = len(reused)
+    summary.computed = sum(isinstance(o, PredictionRef) for o in outcomes.values())
+    summary.infra_errors = max(summary.infra_errors, len(lost))
+    return summary
+
+
 def gate_existing(store_cfg: AnyStoreConfig, *, run_id: str, members: Sequence[str], codec: Codec,
                   expected: int | None, events: ev.EventLog, verify: VerifyMode = "full",
-                  concurrency: int = 16) -> Summary:
-    """Re-check a run from the store alone (no Ray tasks of the original run, no references)."""
+                  concurrency: int = 16, circuit: CircuitConfig | None = None) -> Summary:
+    """Re-check a run from the store alone: its record and its latest ledger, no references."""
     t0 = time.perf_counter()
     store = open_store(store_cfg)
+    breaker = Circuit(store.probe, circuit, what=f"store {store_cfg.url}")
     layout = RunLayout(store_cfg.prefix, run_id)
-    verdict = run_gate(store, run_id=run_id, prefix=store_cfg.prefix, members=members,
-                       codec=codec, expected=expected, mode=verify, concurrency=concurrency,
-                       node_id="driver")
+    verdict = gate_from_store(store, layout, members=members, codec=codec, expected=expected,
+                              mode=verify, concurrency=concurrency, node_id="driver",
+                              circuit=circuit)
     report_verdict(verdict, events, store_cfg.endpoint_url)
-    persisted = persist_verdict(store, layout, verdict, events)
+    persisted = _persist(breaker, WatchedStore(store, breaker), layout, verdict, events)
     return summarize(verdict, command="gate", store_cfg=store_cfg, gate_key=layout.gate_key,
                      gate_persisted=persisted, wall=time.perf_counter() - t0)

@@ -30,9 +30,11 @@ GATE_PERSISTED = "s43_gate_persisted"
 GATE_PERSIST_FAILED = "s43_gate_persist_failed"
 RUN_FAILED = "s43_run_failed"  # the command stopped before a verdict (store, cluster, interrupt)
 SMOKE_OUTCOME = "s43_smoke_outcome"  # s43-ray smoke: S3 passed and pod-local caught failing?
+STORE_CIRCUIT_OPEN = "s43_store_circuit_open"  # the store stopped answering: the run gives up
+LEDGER_PERSISTED = "s43_ledger_persisted"  # the attempt's ledger is next to the data
 EVENT_NAMES = (RUN_STARTED, PRED_PERSISTED, PRED_PERSIST_FAILED, PRED_LOAD_FAILED,
                ACQUIRE_OUTCOME, GATE_OUTCOME, GATE_PERSISTED, GATE_PERSIST_FAILED, RUN_FAILED,
-               SMOKE_OUTCOME)
+               SMOKE_OUTCOME, STORE_CIRCUIT_OPEN, LEDGER_PERSISTED)
 # A gate event lists at most this many member names; counts are always complete.
 MAX_LISTED = 50
 

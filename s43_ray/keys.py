@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .errors import InvalidMember, InvalidRunId
+from .errors import InputError, InvalidMember, InvalidRunId
 
 # S3 allows 1024-byte keys; 200 leaves room for the prefix and member while staying readable.
 MAX_RUN_ID_LEN = 200
@@ -30,9 +31,20 @@ MEMBER_DIGITS = 5
 MAX_COHORT_SIZE = 100_000
 
 DEFAULT_PREFIX = "s43-predictions"
-GATE_OBJECT = "_gate.json"
-MANIFEST_OBJECT = "_run.json"
+GATE_OBJECT = "_gate.json"  # the latest verdict (the contract key operators read)
+MANIFEST_OBJECT = "_run.json"  # the run's record, created once (If-None-Match: *)
+# Control folders under a run: one object per attempt, per attempt's ledger, and per verdict.
+ATTEMPTS_DIR = "_attempts"
+LEDGERS_DIR = "_ledgers"
+GATES_DIR = "_gates"
+CONTROL_DIRS = (ATTEMPTS_DIR, LEDGERS_DIR, GATES_DIR)
 EXTENSIONS = {"npz": ".npz", "arrow": ".arrow"}
+# S3 refuses keys longer than 1,024 bytes (UTF-8); checked before anything starts.
+MAX_KEY_BYTES = 1024
+# Width of attempt numbers in control keys: 000001 sorts before 000010.
+ATTEMPT_DIGITS = 6
+# The longest verdict-history name: <20-char UTC stamp>-a<attempt>-<8 hex>.json
+_LONGEST_CONTROL_NAME = f"{GATES_DIR}/{'0' * 20}-a{'0' * ATTEMPT_DIGITS}-{'0' * 8}.json"
 
 
 def validate_run_id(run_id: str) -> str:
@@ -124,5 +136,36 @@ class RunLayout:
                     return member, codec
         return None
 
+    def attempt_key(self, attempt: int) -> str:
+        return f"{self.run_prefix}{ATTEMPTS_DIR}/{attempt:0{ATTEMPT_DIGITS}d}.json"
+
+    def ledger_key(self, attempt: int) -> str:
+        return f"{self.run_prefix}{LEDGERS_DIR}/{attempt:0{ATTEMPT_DIGITS}d}.json"
+
+    def control_dir(self, name: str) -> str:
+        """The listing prefix of one control folder (``_attempts/``, ``_ledgers/``, ``_gates/``)."""
+        return f"{self.run_prefix}{name}/"
+
+    def verdict_history_key(self, stamp: str, attempt: int, token: str) -> str:
+        """Where one gate's verdict is kept for good: ``_gates/<stamp>-a<attempt>-<token>.json``."""
+        return f"{self.run_prefix}{GATES_DIR}/{stamp}-a{attempt:0{ATTEMPT_DIGITS}d}-{token}.json"
+
     def is_control(self, key: str) -> bool:
-        return key in (self.gate_key, self.manifest_key)
+        if key in (self.gate_key, self.manifest_key):
+            return True
+        if not key.startswith(self.run_prefix):
+            return False
+        folder, _, name = key[len(self.run_prefix):].partition("/")
+        return folder in CONTROL_DIRS and name.endswith(".json") and "/" not in name
+
+
+def check_key_lengths(prefix: str, run_id: str, members: Sequence[str], codec: str) -> None:
+    """Refuse a run whose longest key would exceed S3's 1,024 bytes, before anything starts."""
+    layout = RunLayout(prefix, run_id)
+    longest_member = max(members, key=lambda m: len(m.encode()), default="")
+    longest = max(len(layout.member_key(longest_member, codec).encode()) if members else 0,
+                  len(f"{layout.run_prefix}{_LONGEST_CONTROL_NAME}".encode()))
+    if longest > MAX_KEY_BYTES:
+        raise InputError(f"run {run_id!r} under prefix {prefix!r}: its longest key would be "
+                         f"{longest} bytes; expected at most {MAX_KEY_BYTES} (S3's limit): "
+                         "use a shorter prefix, run id or member names")

@@ -1,6 +1,8 @@
 """Predictors: what a member's pod computes. ``--predictor module:function`` plugs in a real model.
 
-A predictor is ``f(run_id: str, member: str, rows: int) -> Mapping[str, numpy.ndarray]``. The
+A predictor is ``f(run_id: str, member: str, rows: int) -> Mapping[str, numpy.ndarray]``. It may
+declare what it returns with an attribute ``s43_schema(rows) -> {name: (dtype, shape)}``; the run
+records that schema, and an object with other arrays is refused on write and at the gate. The
 default one is deterministic (same run id and member, byte-identical arrays), cheap, and shaped
 like a real diagnostic record: an index, the predictions, a thresholded label, and a score.
 """
@@ -14,7 +16,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from .errors import InvalidPredictor
+from .codec import ArraySpec
+from .errors import InvalidPredictor, PredictorFailed
 
 Predictor = Callable[[str, str, int], Mapping[str, np.ndarray]]
 DEFAULT_PREDICTOR = "s43_ray.predict:default_predictor"
@@ -40,6 +43,40 @@ def default_predictor(run_id: str, member: str, rows: int) -> dict[str, np.ndarr
         "label": (predictions >= LABEL_THRESHOLD).astype(np.int8),
         "score": np.array(predictions.mean() if rows else 0.0, dtype=np.float64),
     }
+
+
+def _default_schema(rows: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {"index": ("<i8", (rows,)), "predictions": ("<f4", (rows,)),
+            "label": ("|i1", (rows,)), "score": ("<f8", ())}
+
+
+default_predictor.s43_schema = _default_schema  # type: ignore[attr-defined]
+
+
+def declared_schema(predictor: Predictor, rows: int) -> dict[str, ArraySpec] | None:
+    """The schema a predictor declares through its ``s43_schema(rows)`` attribute, if any."""
+    declare = getattr(predictor, "s43_schema", None)
+    if declare is None:
+        return None
+    try:
+        declared = declare(rows)
+        return {str(name): ArraySpec(tuple(int(d) for d in shape), np.dtype(dtype).str)
+                for name, (dtype, shape) in declared.items()}
+    except Exception as exc:  # a user's declaration may be wrong in any way
+        raise InvalidPredictor(f"predictor's s43_schema({rows}) is not valid ({type(exc).__name__}"
+                               f": {exc}); expected {{name: (dtype, shape)}}") from exc
+
+
+def check_prediction(result: object, predictor: str, member: str) -> Mapping[str, np.ndarray]:
+    """A predictor's return value, or :class:`PredictorFailed` naming what it returned."""
+    if not isinstance(result, Mapping):
+        raise PredictorFailed(f"predictor {predictor} returned {type(result).__name__} for member "
+                              f"{member!r}; expected a dict of name -> numpy array")
+    for name, value in result.items():
+        if not isinstance(value, (np.ndarray, np.generic)):
+            raise PredictorFailed(f"predictor {predictor} returned {type(value).__name__} as "
+                                  f"array {name!r} for member {member!r}; expected a numpy array")
+    return result
 
 
 def load_predictor(path: str) -> Predictor:

@@ -1,15 +1,16 @@
 """``s43-ray report --run-id RUN``: what an operator needs to know about one run, from the store.
 
-:func:`build_report` reads the run's manifest (``_run.json``) and verdict (``_gate.json``), lists
-the run's prefix and HEADs each member object, and returns a :class:`RunReport`: the verdict as
-persisted, what is in the store now (size, codec, when each object was written), the members
-missing, invalid or unexpected, and whether the store changed since the verdict (a verdict older
-than an object, or a counted member gone, is stale: re-check with ``s43-ray gate``).
-Needs no Ray, writes nothing.
+:func:`build_report` reads the run's record (``_run.json``), its latest verdict (``_gate.json``)
+and the ledger of the verdict's attempt, lists the run's prefix and HEADs each member object, and
+returns a :class:`RunReport`. Pass/fail is recomputed, never read from the verdict's ``status``:
+from the verdict's own per-member checks (:func:`s43_ray.verdicts.recheck`: a verdict that
+contradicts itself, its ledger or names another run is ``inconsistent``), then from the store
+now (each member's object must still carry the checksum and attempt the verdict saw, else the
+verdict is ``stale``). Needs no Ray, writes nothing.
 
-Exit codes (:attr:`RunReport.exit_code`): 0 the persisted verdict passed and still matches the
-store; 1 it failed, is missing or is stale; 2 the run does not exist (``InputError``, raised by
-:func:`build_report`); 3 the store is unreachable or refuses (the store's own errors).
+Exit codes (:attr:`RunReport.exit_code`): 0 the recomputed verdict passed and still matches the
+store; 1 it failed, is missing, inconsistent or stale; 2 the run does not exist (``InputError``,
+raised by :func:`build_report`); 3 the store is unreachable or refuses (the store's own errors).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import __version__
-from .codec import META_CODEC
+from .binding import object_attempt
+from .codec import META_CHECKSUM, META_CODEC
 from .errors import (
     EXIT_GATE_FAILED,
     EXIT_PASSED,
@@ -31,9 +33,11 @@ from .errors import (
 )
 from .events import rfc3339
 from .keys import RunLayout
+from .ledger import Ledger, read_ledger
 from .manifest import RunManifest, read_manifest
 from .store import ObjectInfo, Store
 from .summary import human_size
+from .verdicts import recheck
 
 # HEADs in flight at once; below the S3 client's connection pool, as for the gate.
 HEAD_CONCURRENCY = 16
@@ -73,16 +77,22 @@ class RunReport:
     bytes_total: int  # of the member objects present now
     last_written_at: str | None  # the newest member object
     problems: list[str] = field(default_factory=list)  # e.g. a manifest that does not parse
+    recomputed: str = ""  # passed | failed: what the verdict's own checks prove
+    verdict_problems: list[str] = field(default_factory=list)  # how the verdict contradicts
+    # itself, its ledger or its run (an edited or forged verdict)
     version: str = __version__
 
     @property
     def status(self) -> str:
-        """``passed``/``failed`` as persisted; ``no_verdict``; ``stale`` if the store changed."""
+        """Recomputed: ``passed``/``failed``; ``no_verdict``; ``inconsistent`` when the verdict
+        contradicts itself or names another run; ``stale`` if the store changed since."""
         if self.verdict is None:
             return "no_verdict"
+        if self.verdict_problems:
+            return "inconsistent"
         if self.stale:
             return "stale"
-        return str(self.verdict.get("status", "unknown"))
+        return self.recomputed or "failed"
 
     @property
     def stale(self) -> bool:
@@ -124,12 +134,16 @@ class RunReport:
             lines.append("  verdict: NONE (no _gate.json): the gate never wrote one; run "
                          f"`s43-ray gate --run-id {self.run_id}`")
         else:
-            lines.append(f"  verdict: {str(v.get('status', '?')).upper()} "
+            lines.append(f"  verdict: {self.status.upper()} (recomputed from its checks and "
+                         f"the store; it claims {str(v.get('status', '?')).upper()} "
                          f"{v.get('cohort_count')}/{v.get('expected')} members, shortfall "
-                         f"{v.get('shortfall')} ({v.get('verify')} verify, written "
-                         f"{self.verdict_written_at}, by s43_ray {v.get('version')})")
+                         f"{v.get('shortfall')}; attempt {v.get('attempt')}, {v.get('verify')} "
+                         f"verify, written {self.verdict_written_at}, by s43_ray "
+                         f"{v.get('version')})")
             if v.get("reason"):
                 lines.append(f"    {v['reason']}")
+            for problem in self.verdict_problems:
+                lines.append(f"  INCONSISTENT: {problem}")
         present = len(self.members) - len(self.missing)
         lines.append(f"  store now: {present}/{len(self.members)} member objects, "
                      f"{human_size(self.bytes_total)}, "
@@ -192,20 +206,35 @@ def _head_all(store: Store, keys: Sequence[str], concurrency: int) -> dict[str, 
 
 
 def _changed(check: Mapping[str, Any] | None, info: ObjectInfo | None,
-             verdict_at: float | None) -> str:
-    """How the store differs from the verdict for one member ("" when it does not)."""
+             detailed: ObjectInfo | None) -> str:
+    """How the store differs from the verdict for one member ("" when it does not): by the
+    checksum and attempt the verdict saw, never by modification times."""
     if check is None:
-        return "" if verdict_at is None else "not in the verdict"
+        return "not in the verdict"
     was = check.get("status")
     if info is None:
         return "counted, now absent" if was == "ok" else ""
     if was == "missing":
         return "missing at the gate, present now"
-    written = info.last_modified
-    if verdict_at is not None and written is not None and written > verdict_at:
-        return "rewritten after the verdict"
-    if was == "ok" and check.get("bytes") not in (None, 0, info.size):
+    if was != "ok":
+        return ""
+    if check.get("bytes") not in (None, 0, info.size):
         return f"{check.get('bytes')} bytes at the gate, {info.size} now"
+    etag = check.get("etag")
+    if etag and info.etag and info.etag != etag:  # the listing's ETag: no HEAD needed
+        return f"rewritten since the verdict (ETag {etag} -> {info.etag})"
+    if detailed is None:
+        return ""
+    seen = str(check.get("checksum") or "")
+    now = detailed.metadata.get(META_CHECKSUM, "")
+    if seen and now != seen:
+        return f"rewritten since the verdict (checksum {seen} -> {now or 'none'})"
+    if detailed.s3_checksum is not None and seen.split(":", 1)[-1] != detailed.s3_checksum:
+        return f"content changed since the verdict (store checksum {detailed.s3_checksum})"
+    attempt = check.get("attempt")
+    if attempt is not None and object_attempt(detailed.metadata) != attempt:
+        return (f"rewritten by attempt {detailed.metadata.get('s43-attempt')!r} since the "
+                f"verdict (attempt {attempt})")
     return ""
 
 
@@ -262,18 +291,28 @@ def build_report(store: Store, layout: RunLayout, *, head: bool = True,
             present=obj is not None, size=obj.size if obj else None,
             written_at=_rfc3339(obj.last_modified) if obj else None,
             codec=(detailed.metadata.get(META_CODEC) if detailed else None),
-            changed=_changed(check, obj, verdict_ts) if verdict is not None else ""))
+            changed=_changed(check, obj, detailed) if verdict is not None else ""))
     present = [by_member[m] for m in members if m in by_member]
     newest = max((i.last_modified for i in present if i.last_modified is not None),
                  default=None)
+    recomputed, verdict_problems = "", []
     if verdict is not None:
+        ledger: Ledger | None = None
+        attempt = verdict.get("attempt")
+        if isinstance(attempt, int) and attempt > 0:
+            try:
+                ledger = read_ledger(store, layout, attempt)
+            except CodecMismatch as exc:
+                problems.append(f"{layout.ledger_key(attempt)}: {exc}")
+        recomputed, verdict_problems = recheck(verdict, layout.run_id, manifest, ledger)
         verdict = {k: v for k, v in verdict.items() if k != "checks"}
     return RunReport(
         run_id=layout.run_id, store=store.url, run_prefix=layout.run_prefix,
         manifest=_manifest_record(manifest), verdict=verdict,
         verdict_written_at=_rfc3339(verdict_ts), members=reports, unexpected=sorted(unexpected),
         objects=len(listed), bytes_total=sum(i.size for i in present),
-        last_written_at=_rfc3339(newest), problems=problems)
+        last_written_at=_rfc3339(newest), problems=problems, recomputed=recomputed,
+        verdict_problems=verdict_problems)
 
 
 def _manifest_record(manifest: RunManifest | None) -> dict[str, Any] | None:

@@ -56,6 +56,8 @@ class Summary:
     task_retries: int = 0  # persist tasks Ray re-ran after their worker or node died
     reused: int = 0  # --resume: members whose object was already in the store and verified
     computed: int = 0  # members computed and written by this command
+    attempt: int | None = None  # the run's attempt this command made (run) or verified (gate)
+    basis: str = "ledger"  # what the gate verified against: ledger | no_ledger | metadata
     version: str = __version__
 
     @property

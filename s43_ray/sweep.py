@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import EXIT_PASSED, InputError
 from .events import rfc3339
-from .keys import GATE_OBJECT, MANIFEST_OBJECT
+from .keys import CONTROL_DIRS, GATE_OBJECT, MANIFEST_OBJECT
 from .store import ObjectInfo, S3Store, Store, _client, _translate
 from .summary import human_size
 
@@ -41,6 +41,12 @@ MIN_AGE_S = 3_600
 DELETE_BATCH = 1000
 # Deleted last, so a half-deleted run still shows what it was.
 CONTROL_OBJECTS = (MANIFEST_OBJECT, GATE_OBJECT)
+
+
+def _is_control(name: str) -> bool:
+    """A run's control object, by its name under the run prefix (record, verdicts, attempts,
+    ledgers): deleted last, so an interrupted deletion still names its run."""
+    return name in CONTROL_OBJECTS or name.split("/", 1)[0] in CONTROL_DIRS
 
 Action = Literal["expired", "deleted", "kept", "skipped"]
 
@@ -182,7 +188,7 @@ def _delete_run(store: Store, run_prefix: str, cutoff: float) -> tuple[Action, s
     if newest is None or newest >= cutoff:
         return "skipped", "written to since it was listed", len(current), sum(
             o.size for o in current)
-    control = [o.key for o in current if o.key[len(run_prefix):] in CONTROL_OBJECTS]
+    control = [o.key for o in current if _is_control(o.key[len(run_prefix):])]
     _delete_keys(store, [o.key for o in current if o.key not in control])
     late = [o for o in store.list(run_prefix) if o.key not in control]
     if late:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 import ray
 
 from . import codec as codecs
+from .binding import binding_metadata, schema_digest
 from .codec import ArraySpec, Codec
 from .config import AnyStoreConfig
-from .errors import S43Error
+from .errors import S43Error, SchemaMismatch
 from .keys import RunLayout
-from .predict import load_predictor
+from .predict import check_prediction, load_predictor
 from .store import Store, open_store
 
 # Ray re-runs a task whose worker or node died this many times (system failures only; S3 errors
@@ -36,6 +37,8 @@ class TaskSpec:
     codec: Codec
     rows: int
     predictor: str  # module:function
+    attempt: int = 0  # the run's attempt (ledger.Attempt.number); objects carry it
+    schema: str = ""  # the run's declared schema digest; "" when the predictor declares none
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class PredictionRef:
     pid: int
     s3_retries: int = 0
     attempt: int = 0  # Ray's attempt number: 0 first, 1.. when re-run after a worker/node died
+    run_attempt: int = 0  # the run's attempt that wrote the object (s43-attempt metadata)
+    schema: str = ""  # digest of the arrays written (s43-schema metadata)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class PersistFailure:
     node_id: str = ""
     attempts: int = 1  # S3 attempts made for the PUT (1 + botocore retries)
     seconds: float = 0.0  # time spent on the member before it failed
+    s3_retries: int = 0  # retried S3 attempts (counted in the summary, failed members too)
 
 
 PersistOutcome = PredictionRef | PersistFailure
@@ -97,13 +103,20 @@ def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
     node = _node_id()
     t0 = time.perf_counter()
     try:
-        arrays = load_predictor(spec.predictor)(spec.run_id, member, spec.rows)
+        arrays = check_prediction(load_predictor(spec.predictor)(spec.run_id, member, spec.rows),
+                                  spec.predictor, member)
         t1 = time.perf_counter()
         encoded = codecs.encode(arrays, spec.codec)
         del arrays
+        digest = schema_digest(encoded.arrays)
+        if spec.schema and digest != spec.schema:
+            raise SchemaMismatch(f"member {member!r}: predictor {spec.predictor} returned arrays "
+                                 f"{_describe(encoded.arrays)} (schema {digest}); expected the "
+                                 f"run's declared schema {spec.schema}")
         t2 = time.perf_counter()
-        store.put(key, encoded.payload, metadata=codecs.object_metadata(encoded, spec.codec),
-                  s3_checksum=encoded.s3_checksum)
+        metadata = {**codecs.object_metadata(encoded, spec.codec),
+                    **binding_metadata(spec.run_id, member, spec.attempt, digest)}
+        store.put(key, encoded.payload, metadata=metadata, s3_checksum=encoded.s3_checksum)
         t3 = time.perf_counter()
     except S43Error as exc:
         return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node,
@@ -116,7 +129,12 @@ def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
     return PredictionRef(
         run_id=spec.run_id, member=member, key=key, codec=spec.codec, bytes=encoded.nbytes,
         checksum=encoded.checksum, arrays=encoded.arrays, predict_seconds=t1 - t0,
-        encode_seconds=t2 - t1, write_seconds=t3 - t2, node_id=node, pid=os.getpid())
+        encode_seconds=t2 - t1, write_seconds=t3 - t2, node_id=node, pid=os.getpid(),
+        run_attempt=spec.attempt, schema=digest)
+
+
+def _describe(specs: dict[str, ArraySpec]) -> str:
+    return "{" + ", ".join(f"{n}: {s.dtype}{list(s.shape)}" for n, s in sorted(specs.items())) + "}"
 
 
 @ray.remote(max_retries=TASK_MAX_RETRIES, retry_exceptions=False)
@@ -128,4 +146,4 @@ def persist_task(spec: TaskSpec, member: str) -> PersistOutcome:
     retried = store.retries - before
     if isinstance(outcome, PredictionRef):
         return replace(outcome, s3_retries=retried, attempt=_attempt_number())
-    return replace(outcome, attempts=1 + retried)
+    return replace(outcome, attempts=1 + retried, s3_retries=retried)

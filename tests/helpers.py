@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s43_ray.keys import CONTROL_DIRS
 from s43_ray.store import S3Store
 
 TEST_BUCKET = "s43-test"
@@ -69,4 +70,12 @@ def run_subprocess(argv: Sequence[str], *, env: dict[str, str] | None = None,
 
 
 def keys_under(store: S3Store, prefix: str) -> list[str]:
-    return [o.key for o in store.list(prefix)]
+    """Member objects, ``_run.json`` and ``_gate.json`` under ``prefix``; the history folders
+    (``_attempts/``, ``_ledgers/``, ``_gates/``) are left out (see :func:`control_keys_under`)."""
+    return [o.key for o in store.list(prefix)
+            if not any(f"/{d}/" in o.key for d in CONTROL_DIRS)]
+
+
+def control_keys_under(store: S3Store, prefix: str) -> list[str]:
+    """The history folders' keys under ``prefix``: attempts, ledgers, kept verdicts."""
+    return [o.key for o in store.list(prefix) if any(f"/{d}/" in o.key for d in CONTROL_DIRS)]

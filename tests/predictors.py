@@ -48,3 +48,27 @@ def slow(run_id: str, member: str, rows: int) -> dict[str, np.ndarray]:
     """Half a second per member, so a store outage lands while members are written."""
     time.sleep(0.5)
     return default_predictor(run_id, member, rows)
+
+
+# Marker folder for fails_when_marked: a file <run_id>__<member> makes that member's predictor
+# raise (the test creates it between two runs; the workers of the session cluster see it).
+FAIL_MARKERS_DIR = "/tmp/s43-test-fail-markers"
+
+
+def fails_when_marked(run_id: str, member: str, rows: int) -> dict[str, np.ndarray]:
+    """The default predictor, except for members a test marked to fail."""
+    import os
+
+    if os.path.exists(os.path.join(FAIL_MARKERS_DIR, f"{run_id}__{member}")):
+        raise RuntimeError(f"model failed for {member} (marked by the test)")
+    return default_predictor(run_id, member, rows)
+
+
+def returns_list(run_id: str, member: str, rows: int) -> list[np.ndarray]:
+    """A predictor that returns a list of arrays instead of a dict."""
+    return [np.zeros(rows, dtype=np.float32)]
+
+
+def returns_none(run_id: str, member: str, rows: int) -> None:
+    """A predictor that forgets to return."""
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import s43_ray
-from s43_ray import errors, events
+from s43_ray import binding, errors, events
 from s43_ray.cli import build_parser
 from s43_ray.config import EnvDefaults
 from s43_ray.keys import RunLayout, member_names
@@ -77,7 +77,8 @@ def test_event_names_are_pinned() -> None:
     assert events.EVENT_NAMES == (
         "s43_run_started", "s43_pred_persisted", "s43_pred_persist_failed",
         "s43_pred_load_failed", "s43_acquire_outcome", "s43_gate_outcome",
-        "s43_gate_persisted", "s43_gate_persist_failed", "s43_run_failed", "s43_smoke_outcome")
+        "s43_gate_persisted", "s43_gate_persist_failed", "s43_run_failed", "s43_smoke_outcome",
+        "s43_store_circuit_open", "s43_ledger_persisted")
 
 
 def test_exit_codes_are_pinned() -> None:
@@ -106,7 +107,24 @@ def test_key_layout_is_pinned() -> None:
         "s43-predictions/manual__2026-11-28T10:00:00+00:00/m00007.arrow"
     assert layout.gate_key == "s43-predictions/manual__2026-11-28T10:00:00+00:00/_gate.json"
     assert layout.manifest_key == "s43-predictions/manual__2026-11-28T10:00:00+00:00/_run.json"
+    assert layout.attempt_key(2) == \
+        "s43-predictions/manual__2026-11-28T10:00:00+00:00/_attempts/000002.json"
+    assert layout.ledger_key(2) == \
+        "s43-predictions/manual__2026-11-28T10:00:00+00:00/_ledgers/000002.json"
+    assert layout.verdict_history_key("20261201T101500123Z", 2, "0a1b2c3d") == \
+        "s43-predictions/manual__2026-11-28T10:00:00+00:00/_gates/20261201T101500123Z-a000002-0a1b2c3d.json"
     assert member_names(2) == ["m00000", "m00001"]
+
+
+def test_object_binding_metadata_is_pinned() -> None:
+    assert binding.binding_metadata("r1", "m00001", 3, "s1:00") == {
+        "s43-run": "r1", "s43-member": "m00001", "s43-attempt": "3", "s43-schema": "s1:00"}
+    assert {cls.error_class for cls in (errors.WrongRun, errors.WrongMember, errors.WrongAttempt,
+                                        errors.SchemaMismatch, errors.NotInLedger,
+                                        errors.PreconditionFailed, errors.NoConditionalWrites,
+                                        errors.PredictorFailed)} == {
+        "wrong_run", "wrong_member", "wrong_attempt", "schema", "not_in_ledger", "conflict",
+        "no_conditional_writes", "predictor"}
 
 
 def test_summary_fields_are_pinned() -> None:
@@ -117,7 +135,7 @@ def test_summary_fields_are_pinned() -> None:
             "bytes_written", "bytes_read", "wall_seconds", "gate_key", "gate_persisted",
             "writer_nodes", "gate_node", "s3_retries", "codec", "store", "endpoint",
             "command", "version", "reason", "infra_errors", "task_retries", "reused",
-            "computed"} == set(s.to_dict())
+            "computed", "attempt", "basis"} == set(s.to_dict())
 
 
 def test_public_api_is_pinned() -> None:

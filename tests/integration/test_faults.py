@@ -30,10 +30,13 @@ from helpers import (
 )
 
 from s43_ray import codec as codecs
+from s43_ray.binding import binding_metadata, schema_digest
 from s43_ray.cli import main
 from s43_ray.config import StoreConfig
 from s43_ray.keys import RunLayout, member_names
+from s43_ray.ledger import Ledger, LedgerEntry, claim_attempt, write_ledger
 from s43_ray.local_s3 import LocalS3
+from s43_ray.manifest import RunManifest, claim_run
 from s43_ray.store import S3Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
@@ -105,9 +108,12 @@ def test_s3_outage_mid_run_fails_closed_then_resume_completes(own_server: dict[s
     assert s["cohort_count"] + len(s["missing"]) + len(s["invalid"]) == 16
     assert set(s["missing"]) | set(s["invalid"]) == set(failed)
     for event in failed.values():
-        assert event["severity"] == "error"
-        assert event["error_class"] in ("unreachable", "store")
-        assert event["attempts"] == 2 and endpoint in event["endpoint"]
+        assert event["severity"] == "error" and endpoint in event["endpoint"]
+        # Members that gave up after their retries, or that the run gave up on when the
+        # store kept refusing connections (the circuit opened).
+        assert event["error_class"] in ("unreachable", "store", "circuit_open")
+        if event["error_class"] != "circuit_open":
+            assert event["attempts"] == 2
     if s["status"] == "failed":
         assert first.code == 3  # a store failure, not a verdict on the predictions
     # Nothing counted that is not in the store and verified: an independent gate agrees.
@@ -186,24 +192,36 @@ def test_corrupt_objects_are_invalid_with_their_error_class(
     rewrite(3, b"")  # zero bytes
     trap = tmp_path / "unpickled"
     evil = _pickled_npz(trap)
+    binding = {k: v for k, v in store.head(key(4)).metadata.items() if k in
+               ("s43-run", "s43-member", "s43-attempt", "s43-schema")}
     rewrite(4, evil, {codecs.META_CODEC: "npz", codecs.META_CHECKSUM: codecs.checksum(evil),
-                      codecs.META_BYTES: str(len(evil)), "s43-format-version": "1"})
+                      codecs.META_BYTES: str(len(evil)), "s43-format-version": "1", **binding})
 
+    # Against the run's ledger the pickle is refused before any decoding: its checksum is not
+    # the one the task recorded.
     result = cli("gate", *store_args, "--run-id", "corrupt", "--json")
     assert result.code == 1, result.stderr
     s = result.summary
     assert s["cohort_count"] == 2 and s["status"] == "failed" and s["missing"] == []
     classes = {m: reason.split(":", 1)[0] for m, reason in s["invalid"].items()}
     assert classes == {"m00000": "checksum", "m00001": "truncated", "m00002": "codec",
-                       "m00003": "truncated", "m00004": "unsafe_payload"}
+                       "m00003": "truncated", "m00004": "checksum"}
     events = {e["member"]: e for e in result.named("s43_pred_load_failed")}
     assert {m: e["error_class"] for m, e in events.items()} == classes
     assert all(e["severity"] == "error" and e["key"] == key(int(m[-1]))
                for m, e in events.items())
-    assert not trap.exists()  # nothing was ever unpickled
-    # The full-verification gate of a later run id passes over the intact members only.
     (gate,) = result.named("s43_gate_outcome")
     assert gate["shortfall"] == 5 and gate["severity"] == "error"
+    # With no record and no ledger (a run named by --expected alone) each object is checked
+    # against its own metadata: the pickle gets as far as the decoder, which refuses it.
+    store.delete(layout.manifest_key)
+    store.delete(layout.ledger_key(1))
+    bare = cli("gate", *store_args, "--run-id", "corrupt", "--expected", "7", "--format", "npz",
+               "--json")
+    assert bare.code == 1, bare.stderr
+    assert bare.summary["basis"] == "metadata"
+    assert bare.summary["invalid"]["m00004"].startswith("unsafe_payload: "), bare.summary
+    assert not trap.exists()  # nothing was ever unpickled
 
 
 def test_foreign_and_stale_keys_are_unexpected_and_never_counted(
@@ -269,17 +287,25 @@ def test_the_gate_over_10000_members_completes(cli: Cli, store_args: list[str],
     layout = RunLayout(store_cfg.prefix, "load-10k")
     encoded = codecs.encode({"predictions": np.arange(16, dtype=np.float32)}, "arrow")
     payload, meta = bytes(encoded.payload), codecs.object_metadata(encoded, "arrow")
+    digest = schema_digest(encoded.arrays)
     members = member_names(10_000)
+    # The run as a driver leaves it: its record, attempt 1, the objects bound to it, the ledger.
+    claim_run(store, layout, RunManifest.new("load-10k", tuple(members), "arrow", 16,
+                                             "tests:by-hand"))
+    attempt = claim_attempt(store, layout, "first").number
     with ThreadPoolExecutor(32) as pool:
-        list(pool.map(lambda m: store.put(layout.member_key(m, "arrow"), payload,
-                                          metadata=meta, s3_checksum=encoded.s3_checksum),
-                      members))
-    result = cli("gate", *store_args, "--run-id", "load-10k", "--expected", "10000",
-                 "--format", "arrow", "--json")
+        list(pool.map(lambda m: store.put(
+            layout.member_key(m, "arrow"), payload,
+            metadata={**meta, **binding_metadata("load-10k", m, attempt, digest)},
+            s3_checksum=encoded.s3_checksum), members))
+    write_ledger(store, layout, Ledger("load-10k", attempt, "arrow", entries={
+        m: LedgerEntry(layout.member_key(m, "arrow"), encoded.checksum, encoded.nbytes, digest,
+                       attempt) for m in members}))
+    result = cli("gate", *store_args, "--run-id", "load-10k", "--json")
     assert result.code == 0, result.stderr[-2000:]
     s = result.summary
     assert s["cohort_count"] == 10_000 and s["read_latency_s"]["n"] == 10_000
     (acquire,) = result.named("s43_acquire_outcome")
-    assert acquire["listed"] == 10_000  # ten LIST pages of 1,000
+    assert acquire["listed"] == 10_003  # ten LIST pages: members, record, attempt, ledger
     verdict = json.loads(bytes(store.get(layout.gate_key)[0]))
     assert verdict["cohort_count"] == 10_000 and len(verdict["checks"]) == 10_000

@@ -66,18 +66,23 @@ def test_gate_fails_when_one_member_missing(cli: Cli, store_args: list[str], sto
     assert record["shortfall"] == 1
 
 
-def test_gate_with_explicit_expected_count(cli: Cli, store_args: list[str]) -> None:
+def test_gate_expected_count_must_agree_with_the_run_record(cli: Cli, store_args: list[str],
+                                                            store: S3Store,
+                                                            store_cfg: StoreConfig) -> None:
     finished_run(cli, store_args, "g-expected")
+    verdict_before = bytes(store.get(f"{store_cfg.prefix}/g-expected/_gate.json")[0])
 
     ok = cli("gate", "--run-id", "g-expected", "--expected", "3", "--json", *store_args)
+    verdict_ok = bytes(store.get(f"{store_cfg.prefix}/g-expected/_gate.json")[0])
     short = cli("gate", "--run-id", "g-expected", "--expected", "4", "--json", *store_args)
 
     assert ok.code == 0, ok.stderr
     assert ok.summary["expected"] == 3 and ok.summary["status"] == "passed"
-    assert short.code == 1, short.stderr
-    assert short.summary["expected"] == 4 and short.summary["cohort_count"] == 3
-    (outcome,) = short.named("s43_gate_outcome")
-    assert outcome["shortfall"] == 1 and outcome["status"] == "failed"
+    assert verdict_ok != verdict_before  # the agreeing gate's verdict is the latest
+    assert short.code == 2, short.stderr
+    assert "--expected 4 differs from the 3 members" in short.stderr
+    assert short.named("s43_gate_outcome") == []
+    assert bytes(store.get(f"{store_cfg.prefix}/g-expected/_gate.json")[0]) == verdict_ok
 
 
 def test_gate_without_manifest_uses_expected_count(cli: Cli, store_args: list[str],

@@ -457,7 +457,7 @@ def runs(ray_cluster: None, s3_server: LocalS3, aws_env: dict[str, str]) -> Runs
         codes[name] = code
         stderr.append(err)
 
-    for run_id in ("loki-ok", "loki-corrupt", "loki-deleted"):
+    for run_id in ("loki-ok", "loki-corrupt", "loki-deleted", "loki-noledger"):
         cli(f"run {run_id}", "run", "--run-id", run_id, "--cohort-size", "3", "--rows", ROWS,
             *flags)
     cli("predictor raises", "run", "--run-id", "loki-predictor", "--cohort-size", "2",
@@ -471,7 +471,9 @@ def runs(ray_cluster: None, s3_server: LocalS3, aws_env: dict[str, str]) -> Runs
     cli("gate corrupt", "gate", "--run-id", "loki-corrupt", *flags)
     store.delete(f"{prefix}/loki-deleted/m00002.arrow")
     cli("gate deleted", "gate", "--run-id", "loki-deleted", *flags)
-    cli("gate expects fewer", "gate", "--run-id", "loki-ok", "--expected", "2", *flags)
+    # Every member present and sound, but no ledger: as if the driver died before gathering.
+    store.delete(f"{prefix}/loki-noledger/_ledgers/000001.json")
+    cli("gate without ledger", "gate", "--run-id", "loki-noledger", *flags)
     proxy = FaultProxy(s3_server.endpoint_url).start()
     try:  # the store refuses the verdict write
         proxy.add(Rule("PUT", "/_gate.json", "status", status=403, code="AccessDenied",
@@ -501,7 +503,7 @@ EXPECTED: dict[str, list[dict[str, str]]] = {
         {"run_id": "loki-predictor", "expected": "2", "cohort_count": "0"},
         {"run_id": "loki-corrupt", "expected": "3", "cohort_count": "2"},
         {"run_id": "loki-deleted", "expected": "3", "cohort_count": "2"}],
-    "S43GateFailedWithoutShortfall": [{"run_id": "loki-ok", "expected": "2",
+    "S43GateFailedWithoutShortfall": [{"run_id": "loki-noledger", "expected": "3",
                                        "cohort_count": "3"}],
     "S43RunFailed": [
         {"run_id": "loki-unreachable", "command": "run", "error_class": "unreachable"},
@@ -524,8 +526,8 @@ def _sorted(items: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def test_the_failing_runs_failed_as_intended(runs: Runs) -> None:
     assert runs.codes == {
-        "run loki-ok": 0, "run loki-corrupt": 0, "run loki-deleted": 0,
-        "predictor raises": 1, "gate corrupt": 1, "gate deleted": 1, "gate expects fewer": 1,
+        "run loki-ok": 0, "run loki-corrupt": 0, "run loki-deleted": 0, "run loki-noledger": 0,
+        "predictor raises": 1, "gate corrupt": 1, "gate deleted": 1, "gate without ledger": 1,
         "gate persist refused": 3, "store unreachable": 3, "interrupted": 130}
 
 

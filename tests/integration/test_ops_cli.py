@@ -118,7 +118,7 @@ def test_report_shows_the_verdict_members_sizes_and_times(cli: Cli, store_args: 
     assert r["status"] == "passed" and r["missing"] == [] and r["stale"] is False
     assert [m["member"] for m in r["members"]] == ["m00000", "m00001", "m00002"]
     assert all(m["size"] > 0 and m["written_at"].endswith("Z") for m in r["members"])
-    assert "verdict: PASSED 3/3" in report.stderr
+    assert "claims PASSED 3/3" in report.stderr
     # A member deleted after the verdict: the report says the verdict is stale (exit 1).
     store.delete(f"{store_cfg.prefix}/report-me/m00001.arrow")
     stale = cli("report", *store_args, "--run-id", "report-me", "--json")

@@ -7,7 +7,6 @@ The report needs no Ray and writes nothing: each test makes a run with ``s43-ray
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -64,9 +63,11 @@ def test_report_of_a_passed_run_shows_verdict_objects_sizes_and_times(
         assert m.key == f"{base}{m.member}.npz" and m.size == sizes[m.key]
         assert is_rfc3339_utc(m.written_at)
     assert rep.bytes_total == r.summary["bytes_written"]
-    assert rep.objects == 5 and rep.unexpected == [] and rep.missing == []
+    # 3 members, _run.json, _gate.json, and the history: one attempt, its ledger, one verdict
+    assert rep.objects == 8 and rep.unexpected == [] and rep.missing == []
     human = rep.human()
-    assert "verdict: PASSED 3/3 members" in human and "STALE" not in human
+    assert "verdict: PASSED (recomputed" in human and "claims PASSED 3/3 members" in human
+    assert "STALE" not in human
     assert "m00002" in human and "npz" in human
     record = json.loads(rep.to_json())
     assert record["status"] == "passed" and record["command"] == "report"
@@ -96,7 +97,8 @@ def test_a_member_deleted_after_the_verdict_makes_it_stale_until_the_gate_runs_a
     assert rep.verdict is not None and rep.verdict["missing"] == ["m00001"]
     assert rep.verdict["shortfall"] == 1
     assert rep.missing == ["m00001"]
-    assert "verdict: FAILED 2/3 members, shortfall 1" in rep.human()
+    assert "verdict: FAILED (recomputed" in rep.human()
+    assert "claims FAILED 2/3 members, shortfall 1" in rep.human()
     assert "missing now (1): m00001" in rep.human()
 
 
@@ -106,13 +108,13 @@ def test_a_corrupted_member_is_reported_invalid_with_its_error_class(
     key = f"{store_cfg.prefix}/rep-bad/m00002.arrow"
     body = bytearray(store.get(key)[0])
     body[len(body) // 2] ^= 0xFF
-    time.sleep(1.1)  # S3 timestamps have a resolution of one second
+    # Rewritten within the same second as the verdict, its metadata copied: the ETag tells.
     store.put(key, bytes(body), metadata=store.head(key).metadata)
 
     stale = report(store, store_cfg, "rep-bad")
     assert stale.status == "stale"
-    assert [(m.member, m.changed) for m in stale.members if m.changed] == [
-        ("m00002", "rewritten after the verdict")]
+    assert [m.member for m in stale.members if m.changed] == ["m00002"]
+    assert stale.members[2].changed.startswith("rewritten since the verdict (ETag ")
 
     assert cli("gate", "--run-id", "rep-bad", *store_args).code == 1
     rep = report(store, store_cfg, "rep-bad")
@@ -135,7 +137,7 @@ def test_keys_that_belong_to_no_member_are_unexpected(
     rep = report(store, store_cfg, "rep-stray")
 
     assert rep.unexpected == [f"{base}m00001.npz", f"{base}notes.txt"]
-    assert rep.missing == [] and rep.objects == 7
+    assert rep.missing == [] and rep.objects == 10
     assert "unexpected keys (2)" in rep.human()
 
 

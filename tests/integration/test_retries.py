@@ -111,6 +111,7 @@ def test_throttling_past_the_attempt_budget_fails_closed_naming_the_member(
     s = result.summary
     assert s["status"] == "failed" and s["missing"] == ["m00001"] and s["cohort_count"] == 2
     assert "m00001" in s["persist_failed"]
+    assert s["s3_retries"] == 2  # the failed member's two retries are counted too
     assert keys_under(store, f"{store_cfg.prefix}/retry-budget/m00001") == []
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from s43_ray.errors import CodecMismatch, InputError
+from s43_ray.errors import CodecMismatch, InputError, NoConditionalWrites
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.manifest import RunManifest, claim_run, read_manifest
+from s43_ray.manifest import RunManifest, check_run, claim_run, read_manifest
 from s43_ray.store import MemoryStore
 
 RUN = "manual__2026-11-28T10:00:00+00:00"
@@ -37,7 +38,7 @@ def test_manifest_json_is_readable_json_with_a_member_list() -> None:
 
     assert record["members"] == ["m00000", "m00001", "m00002"]
     assert record["codec"] == "npz"
-    assert record["manifest_version"] == 1
+    assert record["manifest_version"] == 2
 
 
 def test_differences_is_empty_for_the_same_cohort_created_later() -> None:
@@ -64,7 +65,7 @@ def test_claim_run_writes_the_manifest_once() -> None:
 
     claimed = claim_run(store, LAYOUT, manifest)
 
-    assert claimed == manifest
+    assert claimed.record == manifest and claimed.created
     assert read_manifest(store, LAYOUT) == manifest
     assert list(store.objects) == [LAYOUT.manifest_key]
 
@@ -77,7 +78,7 @@ def test_claim_run_accepts_the_same_cohort_again_and_keeps_the_first() -> None:
 
     again = claim_run(store, LAYOUT, _manifest())
 
-    assert again == first
+    assert again.record == first and not again.created
     assert store.objects[LAYOUT.manifest_key][0] == body_before
 
 
@@ -91,6 +92,7 @@ def test_claim_run_refuses_a_different_cohort_naming_what_differs() -> None:
 
     message = str(info.value)
     assert repr(RUN) in message
+    assert f"held by {first.holder}" in message
     assert "codec ('npz' -> 'arrow')" in message
     assert "expected the same cohort or a new --run-id" in message
     assert info.value.exit_code == 2
@@ -128,3 +130,44 @@ def test_manifest_with_bad_member_names_is_not_valid(members: list[str]) -> None
 
     with pytest.raises(CodecMismatch, match="run manifest is not valid"):
         RunManifest.from_json(body)
+
+
+class IgnoresConditions(MemoryStore):
+    """A store that accepts every PUT, conditional or not (as some S3-compatible stores do)."""
+
+    def put(self, key: str, body: bytes | memoryview, **kwargs: Any) -> str | None:
+        kwargs.pop("if_none_match", None)
+        kwargs.pop("if_match", None)
+        return super().put(key, body, **kwargs)
+
+
+def test_claim_run_detects_a_store_that_ignores_conditional_writes() -> None:
+    with pytest.raises(NoConditionalWrites) as info:
+        claim_run(IgnoresConditions(), LAYOUT, _manifest())
+
+    assert "ignores conditional writes" in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_claim_run_takes_back_its_own_claim_after_a_lost_answer() -> None:
+    store = MemoryStore()
+    manifest = _manifest()
+    store.put(LAYOUT.manifest_key, manifest.to_json(), metadata={})  # our first PUT landed
+
+    claimed = claim_run(store, LAYOUT, manifest)  # the retried PUT gets 412
+
+    assert claimed.created and claimed.record == manifest
+
+
+def test_check_run_refuses_another_cohort_naming_the_holder_and_writes_nothing() -> None:
+    store = MemoryStore()
+    first = _manifest(rows=1000)
+    claim_run(store, LAYOUT, first)
+    before = dict(store.objects)
+
+    with pytest.raises(InputError) as info:
+        check_run(store, LAYOUT, _manifest(rows=2000))
+
+    assert "rows (1000 -> 2000)" in str(info.value)
+    assert first.holder in str(info.value)
+    assert store.objects == before

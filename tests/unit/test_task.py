@@ -59,7 +59,10 @@ def test_persist_member_writes_the_object_and_returns_a_small_reference(c: Codec
     assert ref.bytes == len(body)
     assert ref.checksum == codec.checksum(body)
     assert meta == {"s43-codec": c, "s43-format-version": codec.FORMAT_VERSION,
-                    "s43-checksum": ref.checksum, "s43-bytes": str(len(body))}
+                    "s43-checksum": ref.checksum, "s43-bytes": str(len(body)),
+                    "s43-run": RUN, "s43-member": "m00003", "s43-attempt": "0",
+                    "s43-schema": ref.schema}
+    assert ref.schema.startswith("s1:")
     assert ref.arrays["predictions"] == codec.ArraySpec((16,), "<f4")
     assert ref.arrays["score"] == codec.ArraySpec((), "<f8")
     decoded = codec.decode(body, c)

@@ -1,0 +1,262 @@
+"""A circuit for a store that stops answering: fail the run in about a minute, not in hours.
+
+Per-request timeouts and retries bound one call (5 s connect, 60 s read, 5 attempts: ~5 min),
+not a run: a SIGSTOPped server accepts connections and never answers, so every member would take
+its full budget in turn. The circuit watches progress instead. When no store operation (or, in
+the driver, no member) has completed for ``probe_after`` seconds it probes the store with one
+short, unretried request; ``probes`` failed probes in a row, or ``failures`` members failing
+``unreachable``/``timeout`` in a row, open it. The caller then stops scheduling work, abandons
+what is in flight and names every member not done (exit 3); ``--resume`` finishes the run.
+
+With the defaults a hung store opens the circuit about 20 + 3 x (10 + 10) = 80 s after the last
+progress, whatever the per-request timeouts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .errors import S43Error, StoreError, StoreUnreachable
+from .store import ObjectInfo, Store
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Error classes that say the store itself stopped answering (not a refusal or a bad object).
+CIRCUIT_ERROR_CLASSES = frozenset({"unreachable", "timeout"})
+# How often a waiting caller looks at the circuit.
+TICK_S = 0.25
+
+
+@dataclass(frozen=True)
+class CircuitConfig:
+    """When a store that stopped answering fails the run."""
+
+    probe_after: float = 20.0  # seconds without progress before the first probe
+    probe_interval: float = 10.0  # seconds between the end of one probe and the next
+    probe_timeout: float = 10.0  # one probe's budget (connect + answer); no retries
+    probes: int = 3  # failed probes in a row that open the circuit
+    failures: int = 3  # members failing unreachable/timeout in a row that open it
+
+    def __post_init__(self) -> None:
+        for name in ("probe_after", "probe_interval", "probe_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"circuit {name} must be > 0")
+        if self.probes < 1 or self.failures < 1:
+            raise ValueError("circuit probes and failures must be >= 1")
+
+
+class Circuit:
+    """Progress, failures and probes of one store; ``tick()`` says whether it is open."""
+
+    def __init__(self, probe: Callable[[float], None], cfg: CircuitConfig | None = None,
+                 *, what: str = "store") -> None:
+        self.cfg = cfg or CircuitConfig()
+        self._probe = probe
+        self.what = what
+        self._lock = threading.Lock()
+        self.last_progress = time.monotonic()
+        self.consecutive_failures = 0
+        self.failed_probes = 0
+        self.probes_made = 0
+        self.reason = ""
+        self._probe_thread: threading.Thread | None = None
+        self._probe_started = 0.0
+        self._probe_error: BaseException | None = None
+        self._probe_done = False
+        self._last_probe_end = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.reason)
+
+    def progress(self) -> None:
+        with self._lock:
+            self.last_progress = time.monotonic()
+            self.consecutive_failures = 0
+            self.failed_probes = 0
+
+    def failure(self, error_class: str) -> None:
+        """A member or request failed; ``unreachable``/``timeout`` in a row open the circuit."""
+        if error_class not in CIRCUIT_ERROR_CLASSES:
+            return
+        with self._lock:
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.cfg.failures and not self.reason:
+                self.reason = (f"{self.what} failed {self.consecutive_failures} times in a row "
+                               f"({error_class})")
+
+    def _run_probe(self) -> None:
+        try:
+            self._probe(self.cfg.probe_timeout)
+        except BaseException as exc:  # the probe's verdict, whatever it is
+            self._probe_error = exc
+        finally:
+            self._probe_done = True
+
+    def tick(self) -> bool:
+        """Start, collect or time out a probe when due; True when the circuit is open."""
+        if self.reason:
+            return True
+        now = time.monotonic()
+        thread = self._probe_thread
+        if thread is not None:
+            overdue = now - self._probe_started > self.cfg.probe_timeout + 2.0
+            if not self._probe_done and not overdue:
+                return False
+            failed = (not self._probe_done) or self._probe_error is not None
+            self._probe_thread = None
+            self._last_probe_end = now
+            with self._lock:
+                self.probes_made += 1
+                if failed and now - self.last_progress >= self.cfg.probe_after:
+                    self.failed_probes += 1
+                elif not failed:
+                    self.failed_probes = 0
+                if self.failed_probes >= self.cfg.probes:
+                    detail = (str(self._probe_error).splitlines()[0] if self._probe_error
+                              else f"no answer within {self.cfg.probe_timeout:.0f}s")
+                    self.reason = (f"{self.what} stopped answering: {self.failed_probes} probes "
+                                   f"failed in a row, nothing completed for "
+                                   f"{now - self.last_progress:.0f}s ({detail})")
+            return bool(self.reason)
+        if now - self.last_progress < self.cfg.probe_after:
+            return False
+        if now - self._last_probe_end < self.cfg.probe_interval and self.probes_made:
+            return False
+        self._probe_done, self._probe_error = False, None
+        self._probe_started = now
+        self._probe_thread = threading.Thread(target=self._run_probe, name="s43-probe",
+                                              daemon=True)
+        self._probe_thread.start()
+        return False
+
+
+def watched(circuit: Circuit, fn: Callable[[], T], *, what: str) -> T:
+    """Run ``fn`` in a daemon thread; raise :class:`StoreUnreachable` naming ``what`` if the
+    circuit opens first (the thread is abandoned: it dies with its socket timeouts)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="s43-watched", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(TICK_S)
+        if thread.is_alive() and circuit.tick():
+            raise StoreUnreachable(f"{what}: {circuit.reason}; circuit open")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def daemon_map(fn: Callable[[T], R], items: Iterable[T], workers: int, circuit: Circuit,
+               *, what: str) -> Iterator[R]:
+    """``map`` on daemon threads, results in completion order; raises
+    :class:`StoreUnreachable` when the circuit opens (work not started is dropped)."""
+    todo: queue.Queue[T | None] = queue.Queue()
+    done: queue.Queue[tuple[bool, Any]] = queue.Queue()
+    count = 0
+    for item in items:
+        todo.put(item)
+        count += 1
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                item = todo.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                return
+            try:
+                done.put((True, fn(item)))
+            except BaseException as exc:
+                done.put((False, exc))
+
+    for _ in range(max(1, min(workers, count))):
+        threading.Thread(target=worker, name="s43-gate", daemon=True).start()
+    for _ in range(count):
+        while True:
+            try:
+                ok, value = done.get(timeout=TICK_S)
+                break
+            except queue.Empty:
+                if circuit.tick():
+                    stop.set()
+                    raise StoreUnreachable(f"{what}: {circuit.reason}; circuit open") from None
+        if not ok:
+            stop.set()
+            raise value
+        yield value
+
+
+class WatchedStore:
+    """A :class:`Store` that tells a :class:`Circuit` of every completed or failed request."""
+
+    def __init__(self, store: Store, circuit: Circuit) -> None:
+        self.inner = store
+        self.circuit = circuit
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    @property
+    def retries(self) -> int:
+        return int(getattr(self.inner, "retries", 0))
+
+    def _call(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        try:
+            out = fn(*args, **kwargs)
+        except StoreError as exc:
+            if exc.error_class in CIRCUIT_ERROR_CLASSES:
+                self.circuit.failure(exc.error_class)
+            else:
+                self.circuit.progress()  # the store answered, even if it said no
+            raise
+        except S43Error:
+            self.circuit.progress()
+            raise
+        self.circuit.progress()
+        return out
+
+    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
+            if_none_match: bool = False, if_match: str | None = None) -> str | None:
+        return self._call(self.inner.put, key, body, metadata=metadata, s3_checksum=s3_checksum,
+                          content_type=content_type, if_none_match=if_none_match,
+                          if_match=if_match)
+
+    def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
+        return self._call(self.inner.get, key, size_hint=size_hint)
+
+    def head(self, key: str) -> ObjectInfo:
+        return self._call(self.inner.head, key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        it = iter(self.inner.list(prefix))
+        while True:
+            try:
+                info = self._call(next, it)
+            except StopIteration:
+                return
+            yield info
+
+    def delete(self, key: str) -> None:
+        self._call(self.inner.delete, key)
+
+    def check(self) -> None:
+        self._call(self.inner.check)
+
+    def probe(self, timeout: float) -> None:
+        self.inner.probe(timeout)

@@ -1,0 +1,170 @@
+"""Attempts and ledgers: who wrote what, recorded next to the data.
+
+- **Attempts** (``_attempts/<N>.json``): every ``run`` of a run id (the first, a re-run of the
+  same cohort, a ``--resume``) claims the next attempt number with a conditional create, so two
+  drivers never share one. Objects carry the attempt that wrote them.
+- **Ledger** (``_ledgers/<N>.json``): when the driver of attempt N has gathered its references,
+  it writes, per member, the key, checksum, bytes, schema digest and the attempt that wrote the
+  object (an older one for members a ``--resume`` reused), plus the members whose task failed.
+  The gate verifies the store against the ledger, never an object against itself: a swapped or
+  substituted object, or an older object of a member whose task failed in this attempt, is not
+  counted, in ``--verify head`` mode too.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import __version__
+from .codec import CODECS, Codec
+from .errors import CodecMismatch, ObjectNotFound, PreconditionFailed, StoreError
+from .events import rfc3339_now
+from .keys import ATTEMPTS_DIR, LEDGERS_DIR, RunLayout, validate_member
+from .manifest import holder_name
+from .store import Store
+
+AttemptKind = Literal["first", "rerun", "resume"]
+LEDGER_VERSION = 1
+# Attempt numbers tried past the highest listed one before giving up (drivers racing).
+CLAIM_ATTEMPT_TRIES = 20
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a run, as claimed in ``_attempts/<N>.json``."""
+
+    run_id: str
+    number: int
+    kind: AttemptKind
+    started_at: str
+    holder: str
+    token: str
+    s43_version: str = __version__
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, indent=1).encode()
+
+
+def _numbers(store: Store, layout: RunLayout, folder: str) -> list[int]:
+    prefix = layout.control_dir(folder)
+    found = []
+    for info in store.list(prefix):
+        name = info.key[len(prefix):]
+        stem = name[:-5] if name.endswith(".json") else ""
+        if stem.isdigit():
+            found.append(int(stem))
+    return sorted(found)
+
+
+def attempt_numbers(store: Store, layout: RunLayout) -> list[int]:
+    return _numbers(store, layout, ATTEMPTS_DIR)
+
+
+def claim_attempt(store: Store, layout: RunLayout, kind: AttemptKind) -> Attempt:
+    """Claim the next attempt number with ``If-None-Match: *``; racing drivers get distinct
+    numbers."""
+    numbers = attempt_numbers(store, layout)
+    number = (numbers[-1] if numbers else 0) + 1
+    token = secrets.token_hex(8)
+    for _ in range(CLAIM_ATTEMPT_TRIES):
+        attempt = Attempt(layout.run_id, number, kind, rfc3339_now(), holder_name(), token)
+        try:
+            store.put(layout.attempt_key(number), attempt.to_json(),
+                      metadata={"s43-kind": "attempt", "s43-token": token},
+                      content_type="application/json", if_none_match=True)
+            return attempt
+        except PreconditionFailed:
+            number += 1
+    raise StoreError(f"run {layout.run_id!r}: could not claim an attempt number after "
+                     f"{CLAIM_ATTEMPT_TRIES} tries in {store.url}; expected fewer drivers racing")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What the gate expects of one member's object."""
+
+    key: str
+    checksum: str
+    bytes: int
+    schema: str  # schema digest
+    attempt: int  # the attempt that wrote the object
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Attempt N's record of the cohort as its driver gathered it."""
+
+    run_id: str
+    attempt: int
+    codec: Codec
+    entries: dict[str, LedgerEntry]
+    failed: dict[str, str] = field(default_factory=dict)  # member -> "error_class: message"
+    written_at: str = ""
+    s43_version: str = __version__
+    ledger_version: int = LEDGER_VERSION
+
+    def to_json(self) -> bytes:
+        record: dict[str, Any] = {
+            "run_id": self.run_id, "attempt": self.attempt, "codec": self.codec,
+            "written_at": self.written_at or rfc3339_now(), "s43_version": self.s43_version,
+            "ledger_version": self.ledger_version, "failed": self.failed,
+            "members": {m: [e.key, e.checksum, e.bytes, e.schema, e.attempt]
+                        for m, e in self.entries.items()},
+            "members_fields": ["key", "checksum", "bytes", "schema", "attempt"]}
+        return json.dumps(record, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes | memoryview) -> Ledger:
+        try:
+            data = json.loads(bytes(body))
+            codec = data["codec"]
+            if codec not in CODECS:
+                raise ValueError(f"codec {codec!r}")
+            entries = {}
+            for member, (key, checksum, size, schema, attempt) in data["members"].items():
+                entries[validate_member(str(member))] = LedgerEntry(
+                    str(key), str(checksum), int(size), str(schema), int(attempt))
+            failed = data.get("failed") or {}
+            if not isinstance(failed, Mapping):
+                raise ValueError("failed is not an object")
+            return cls(run_id=str(data["run_id"]), attempt=int(data["attempt"]), codec=codec,
+                       entries=entries, failed={str(k): str(v) for k, v in failed.items()},
+                       written_at=str(data.get("written_at", "")),
+                       s43_version=str(data.get("s43_version", "")),
+                       ledger_version=int(data.get("ledger_version", 0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CodecMismatch(f"ledger is not valid: {exc}") from exc
+
+
+def write_ledger(store: Store, layout: RunLayout, ledger: Ledger) -> None:
+    """Write attempt N's ledger once (``If-None-Match: *``: an attempt has one ledger)."""
+    store.put(layout.ledger_key(ledger.attempt), ledger.to_json(),
+              metadata={"s43-kind": "ledger", "s43-attempt": str(ledger.attempt)},
+              content_type="application/json", if_none_match=True)
+
+
+def read_ledger(store: Store, layout: RunLayout, attempt: int) -> Ledger | None:
+    try:
+        body, _ = store.get(layout.ledger_key(attempt))
+    except ObjectNotFound:
+        return None
+    ledger = Ledger.from_json(body)
+    if ledger.run_id != layout.run_id or ledger.attempt != attempt:
+        raise CodecMismatch(f"ledger {layout.ledger_key(attempt)} names run {ledger.run_id!r} "
+                            f"attempt {ledger.attempt}; expected {layout.run_id!r} attempt "
+                            f"{attempt}")
+    return ledger
+
+
+def ledger_numbers(store: Store, layout: RunLayout) -> list[int]:
+    return _numbers(store, layout, LEDGERS_DIR)
+
+
+def latest_ledger(store: Store, layout: RunLayout) -> Ledger | None:
+    """The ledger of the most recent attempt that wrote one."""
+    numbers = ledger_numbers(store, layout)
+    return read_ledger(store, layout, numbers[-1]) if numbers else None

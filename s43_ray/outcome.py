@@ -1,0 +1,87 @@
+"""What a gate's verdict becomes: its events, its persisted copies, and the run's summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from . import events as ev
+from .config import AnyStoreConfig
+from .errors import INFRA_ERROR_CLASSES, S43Error
+from .gate import Verdict
+from .keys import RunLayout
+from .store import Store
+from .summary import Summary, latency_stats
+from .task import PersistFailure, PersistOutcome, PredictionRef
+from .verdicts import save_verdict
+
+
+def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) -> None:
+    """The gate's events: one load failure per invalid member, acquisition, then the outcome."""
+    for check in verdict.checks:
+        if check.status == "invalid":
+            events.emit(ev.PRED_LOAD_FAILED, "error", member=check.member, key=check.key,
+                        error_class=check.error_class, message=check.detail, endpoint=endpoint,
+                        node_id=verdict.node_id, seconds=round(check.read_seconds, 6))
+    events.emit(ev.ACQUIRE_OUTCOME, "info" if verdict.cohort_count == verdict.expected
+                else "warning", keys=verdict.cohort_count, expected=verdict.expected,
+                listed=verdict.listed_keys, missing=len(verdict.missing),
+                invalid=len(verdict.invalid), unexpected=len(verdict.unexpected),
+                outcome="complete" if verdict.cohort_count == verdict.expected else "partial",
+                store=verdict.store)
+    error_class = "" if verdict.passed else (
+        "no_ledger" if verdict.basis == "no_ledger" else "cohort_incomplete")
+    events.emit(ev.GATE_OUTCOME, "info" if verdict.passed else "error",
+                status=verdict.status, cohort_count=verdict.cohort_count,
+                expected=verdict.expected, shortfall=verdict.shortfall,
+                missing=verdict.missing[:ev.MAX_LISTED], invalid=sorted(verdict.invalid)[
+                    :ev.MAX_LISTED], unexpected=len(verdict.unexpected),
+                error_class=error_class, reason=verdict.reason, attempt=verdict.attempt,
+                basis=verdict.basis,
+                gate_node=verdict.node_id, gate_seconds=round(verdict.gate_seconds, 3),
+                store=verdict.store, endpoint=endpoint)
+
+
+def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
+                    events: ev.EventLog) -> bool:
+    """Keep the verdict (``_gates/``) and make it ``_gate.json`` unless a newer attempt's is;
+    an error event (never an exception) if the store refuses."""
+    try:
+        history, latest = save_verdict(store, layout, verdict)
+    except S43Error as exc:
+        events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
+                    error_class=exc.error_class, message=str(exc), status=verdict.status,
+                    store=store.url)
+        return False
+    events.emit(ev.GATE_PERSISTED, key=layout.gate_key if latest else history,
+                history_key=history, latest=latest, status=verdict.status,
+                attempt=verdict.attempt)
+    return True
+
+
+def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
+              gate_persisted: bool, wall: float,
+              outcomes: Mapping[str, PersistOutcome] | None = None) -> Summary:
+    refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
+    failed = [o for o in (outcomes or {}).values() if isinstance(o, PersistFailure)]
+    failures = {o.member: f"{o.error_class}: {o.message}" for o in failed}
+    ok = [c for c in verdict.checks if c.status == "ok"]
+    read = [c for c in ok if c.downloaded]
+    counted = {c.member for c in ok}
+    infra = {c.member for c in verdict.checks
+             if c.status != "ok" and c.error_class in INFRA_ERROR_CLASSES}
+    infra |= {o.member for o in failed
+              if o.error_class in INFRA_ERROR_CLASSES and o.member not in counted}
+    return Summary(
+        run_id=verdict.run_id, status=verdict.status, expected=verdict.expected,
+        cohort_count=verdict.cohort_count, missing=verdict.missing, invalid=verdict.invalid,
+        unexpected=verdict.unexpected, persist_failed=failures, reason=verdict.reason,
+        command=command,
+        codec=verdict.codec, store=store_cfg.url, endpoint=store_cfg.endpoint_url,
+        bytes_written=sum(r.bytes for r in refs), bytes_read=sum(c.bytes for c in read),
+        write_latency_s=latency_stats([r.write_seconds for r in refs]),
+        read_latency_s=latency_stats([c.read_seconds for c in read]), infra_errors=len(infra),
+        wall_seconds=round(wall, 3), writer_nodes=len({r.node_id for r in refs}),
+        gate_node=verdict.node_id, gate_key=gate_key, gate_persisted=gate_persisted,
+        s3_retries=sum(r.s3_retries for r in refs) + sum(f.s3_retries for f in failed),
+        task_retries=sum(r.attempt for r in refs), attempt=verdict.attempt,
+        basis=verdict.basis)

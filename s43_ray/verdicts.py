@@ -1,0 +1,105 @@
+"""Verdicts kept for good, and re-checked rather than believed.
+
+Every gate's verdict is written once to ``_gates/<finished>-a<attempt>-<token>.json``
+(``If-None-Match: *``), and then becomes ``_gate.json``, the latest verdict, through a
+compare-and-swap (``If-Match`` on the ETag read): a verdict of an older attempt never replaces a
+newer attempt's, and two drivers finishing at once cannot interleave. Nothing is silently
+replaced: every verdict stays in ``_gates/``.
+
+:func:`recheck` recomputes what a verdict record proves from its own per-member checks (and the
+ledger of its attempt) instead of reading its ``status``: a verdict whose content disagrees with
+what it claims, or that names another run, is reported as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ObjectNotFound, PreconditionFailed, StoreError
+from .gate import PASSED, Verdict
+from .keys import RunLayout
+from .ledger import Ledger
+from .manifest import RunManifest
+from .store import Store
+
+# Compare-and-swap rounds on _gate.json before giving up (other gates writing at the same time).
+POINTER_TRIES = 8
+META_ATTEMPT = "s43-attempt"
+META_FINISHED = "s43-finished-at"
+
+
+def _stamp(finished_at: str) -> str:
+    """``2026-12-01T10:50:12.345Z`` -> ``20261201T105012345Z`` (sorts like the time)."""
+    return "".join(c for c in finished_at if c.isalnum()) or "0"
+
+
+def _order(meta: Mapping[str, str]) -> tuple[int, str]:
+    raw = meta.get(META_ATTEMPT, "")
+    return (int(raw) if raw.isdigit() else 0, meta.get(META_FINISHED, ""))
+
+
+def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> tuple[str, bool]:
+    """Keep ``verdict`` in ``_gates/`` and make it the latest unless a newer attempt's verdict
+    already is. Returns (history key, whether ``_gate.json`` now holds it). Raises the store's
+    errors."""
+    body = verdict.to_json()
+    attempt = verdict.attempt or 0
+    meta = {"s43-kind": "gate", "s43-status": verdict.status, META_ATTEMPT: str(attempt),
+            META_FINISHED: verdict.finished_at, "s43-run": verdict.run_id}
+    history = layout.verdict_history_key(_stamp(verdict.finished_at), attempt, verdict.token)
+    store.put(history, body, metadata=meta, content_type="application/json",
+              if_none_match=True)
+    ours = (attempt, verdict.finished_at)
+    for _ in range(POINTER_TRIES):
+        try:
+            current = store.head(layout.gate_key)
+        except ObjectNotFound:
+            current = None
+        if current is not None and _order(current.metadata) > ours:
+            return history, False  # a newer attempt's verdict is the latest; ours is kept
+        try:
+            store.put(layout.gate_key, body, metadata=meta, content_type="application/json",
+                      if_none_match=current is None,
+                      if_match=current.etag if current is not None else None)
+            return history, True
+        except PreconditionFailed:
+            continue  # another gate wrote in between: look again
+    raise StoreError(f"{layout.gate_key} in {store.url} kept changing under "
+                     f"{POINTER_TRIES} conditional writes; the verdict is kept at {history}")
+
+
+def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None,
+            ledger: Ledger | None) -> tuple[str, list[str]]:
+    """What a verdict record proves, recomputed from its checks: (``passed``/``failed``, the
+    ways it contradicts itself, its run or its ledger). ``passed`` only with no problem."""
+    problems: list[str] = []
+    if record.get("run_id") != run_id:
+        problems.append(f"the verdict names run {record.get('run_id')!r}; expected {run_id!r}")
+    checks = [c for c in record.get("checks") or [] if isinstance(c, Mapping)]
+    members = [str(c.get("member")) for c in checks]
+    ok = [c for c in checks if c.get("status") == "ok"]
+    if manifest is not None and sorted(members) != sorted(manifest.members):
+        problems.append(f"the verdict checks {len(members)} members; the run's record has "
+                        f"{len(manifest.members)}")
+    expected = len(manifest.members) if manifest is not None else len(members)
+    for name, value in (("expected", expected), ("cohort_count", len(ok))):
+        if record.get(name) != value:
+            problems.append(f"the verdict says {name} {record.get(name)!r}; its checks give "
+                            f"{value}")
+    if ledger is not None and record.get("attempt") == ledger.attempt:
+        for c in ok:
+            entry = ledger.entries.get(str(c.get("member")))
+            if entry is None or entry.checksum != c.get("checksum"):
+                problems.append(f"member {c.get('member')!r}: the verdict's checksum "
+                                f"{c.get('checksum')!r} is not the ledger's "
+                                f"{entry.checksum if entry else None!r}")
+                break
+    proves = (len(ok) == expected == len(checks) and expected > 0
+              and record.get("basis", "ledger") == "ledger")
+    status = PASSED if proves and not problems else "failed"
+    claimed = record.get("status")
+    if claimed == PASSED and status != PASSED:
+        problems.insert(0, f"the verdict claims {claimed!r} but its own checks do not prove it "
+                           f"({len(ok)} of {expected} members ok): edited or forged?")
+    return status, problems
