@@ -30,6 +30,9 @@ R = TypeVar("R")
 CIRCUIT_ERROR_CLASSES = frozenset({"unreachable", "timeout"})
 # How often a waiting caller looks at the circuit.
 TICK_S = 0.25
+# A probe that has not answered within its timeout plus this is counted as failed: the slack
+# lets a probe whose own socket timeout fired report its real error (refused, denied) first.
+PROBE_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class CircuitConfig:
 
     probe_after: float = 20.0  # seconds without progress before the first probe
     probe_interval: float = 10.0  # seconds between the end of one probe and the next
-    probe_timeout: float = 10.0  # one probe's budget (connect + answer); no retries
+    probe_timeout: float = 10.0  # one probe's budget (connect + answer); no retries; one
+    # that has not answered after probe_timeout + PROBE_GRACE_S counts as failed
     probes: int = 3  # failed probes in a row that open the circuit
     failures: int = 3  # members failing unreachable/timeout in a row that open it
 
@@ -56,7 +60,7 @@ class Circuit:
     def __init__(self, probe: Callable[[float], None], cfg: CircuitConfig | None = None,
                  *, what: str = "store") -> None:
         self.cfg = cfg or CircuitConfig()
-        self._probe = probe
+        self._probe_fn = probe
         self.what = what
         self._lock = threading.Lock()
         self.last_progress = time.monotonic()
@@ -64,10 +68,7 @@ class Circuit:
         self.failed_probes = 0
         self.probes_made = 0
         self.reason = ""
-        self._probe_thread: threading.Thread | None = None
-        self._probe_started = 0.0
-        self._probe_error: BaseException | None = None
-        self._probe_done = False
+        self._probe: _Probe | None = None  # the probe in flight, if any
         self._last_probe_end = 0.0
 
     @property
@@ -90,26 +91,20 @@ class Circuit:
                 self.reason = (f"{self.what} failed {self.consecutive_failures} times in a row "
                                f"({error_class})")
 
-    def _run_probe(self) -> None:
-        try:
-            self._probe(self.cfg.probe_timeout)
-        except BaseException as exc:  # the probe's verdict, whatever it is
-            self._probe_error = exc
-        finally:
-            self._probe_done = True
-
     def tick(self) -> bool:
         """Start, collect or time out a probe when due; True when the circuit is open."""
         if self.reason:
             return True
         now = time.monotonic()
-        thread = self._probe_thread
-        if thread is not None:
-            overdue = now - self._probe_started > self.cfg.probe_timeout + 2.0
-            if not self._probe_done and not overdue:
+        probe = self._probe
+        if probe is not None:
+            overdue = now - probe.started > self.cfg.probe_timeout + PROBE_GRACE_S
+            if not probe.done.is_set() and not overdue:
                 return False
-            failed = (not self._probe_done) or self._probe_error is not None
-            self._probe_thread = None
+            # Each probe has its own result: a probe given up on that answers later changes
+            # nothing (its thread writes only into its own _Probe).
+            failed = not probe.done.is_set() or probe.error is not None
+            self._probe = None
             self._last_probe_end = now
             with self._lock:
                 self.probes_made += 1
@@ -118,8 +113,8 @@ class Circuit:
                 elif not failed:
                     self.failed_probes = 0
                 if self.failed_probes >= self.cfg.probes:
-                    detail = (str(self._probe_error).splitlines()[0] if self._probe_error
-                              else f"no answer within {self.cfg.probe_timeout:.0f}s")
+                    detail = (str(probe.error).splitlines()[0] if probe.error is not None
+                              else f"no answer within {self.cfg.probe_timeout:g}s")
                     self.reason = (f"{self.what} stopped answering: {self.failed_probes} probes "
                                    f"failed in a row, nothing completed for "
                                    f"{now - self.last_progress:.0f}s ({detail})")
@@ -128,12 +123,32 @@ class Circuit:
             return False
         if now - self._last_probe_end < self.cfg.probe_interval and self.probes_made:
             return False
-        self._probe_done, self._probe_error = False, None
-        self._probe_started = now
-        self._probe_thread = threading.Thread(target=self._run_probe, name="s43-probe",
-                                              daemon=True)
-        self._probe_thread.start()
+        self._probe = _Probe.start(self._probe_fn, self.cfg.probe_timeout, now)
         return False
+
+
+class _Probe:
+    """One probe: its own thread and its own result."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    @classmethod
+    def start(cls, fn: Callable[[float], None], timeout: float, now: float) -> _Probe:
+        probe = cls(now)
+
+        def run() -> None:
+            try:
+                fn(timeout)
+            except BaseException as exc:  # the probe's verdict, whatever it is
+                probe.error = exc
+            finally:
+                probe.done.set()
+
+        threading.Thread(target=run, name="s43-probe", daemon=True).start()
+        return probe
 
 
 def watched(circuit: Circuit, fn: Callable[[], T], *, what: str) -> T:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from . import __version__
 from .codec import CODECS, Codec
-from .errors import CodecMismatch, ObjectNotFound, PreconditionFailed, StoreError
+from .errors import CodecMismatch, ObjectNotFound, PreconditionFailed, S43Error, StoreError
 from .events import rfc3339_now
 from .keys import ATTEMPTS_DIR, LEDGERS_DIR, RunLayout, validate_member
 from .manifest import holder_name
@@ -136,7 +136,7 @@ class Ledger:
                        written_at=str(data.get("written_at", "")),
                        s43_version=str(data.get("s43_version", "")),
                        ledger_version=int(data.get("ledger_version", 0)))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, S43Error) as exc:
             raise CodecMismatch(f"ledger is not valid: {exc}") from exc
 
 

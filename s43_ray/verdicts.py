@@ -87,6 +87,15 @@ def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None
         if record.get(name) != value:
             problems.append(f"the verdict says {name} {record.get(name)!r}; its checks give "
                             f"{value}")
+    basis = record.get("basis", "ledger")
+    if basis == "ledger" and (ledger is None or record.get("attempt") != ledger.attempt):
+        problems.append(f"the verdict says it verified against attempt "
+                        f"{record.get('attempt')!r}'s ledger, which "
+                        + ("does not exist" if ledger is None else
+                           f"is attempt {ledger.attempt}'s"))
+    if basis == "metadata" and manifest is not None:
+        problems.append("the verdict was checked against object metadata alone, but the run "
+                        "has a record: its gate verifies against a ledger")
     if ledger is not None and record.get("attempt") == ledger.attempt:
         for c in ok:
             entry = ledger.entries.get(str(c.get("member")))
@@ -95,8 +104,9 @@ def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None
                                 f"{c.get('checksum')!r} is not the ledger's "
                                 f"{entry.checksum if entry else None!r}")
                 break
+    # "metadata": a run with neither record nor ledger, named by gate --members/--expected.
     proves = (len(ok) == expected == len(checks) and expected > 0
-              and record.get("basis", "ledger") == "ledger")
+              and basis in ("ledger", "metadata"))
     status = PASSED if proves and not problems else "failed"
     claimed = record.get("status")
     if claimed == PASSED and status != PASSED:
