@@ -102,8 +102,10 @@ class Circuit:
             if not probe.done.is_set() and not overdue:
                 return False
             # Each probe has its own result: a probe given up on that answers later changes
-            # nothing (its thread writes only into its own _Probe).
-            failed = not probe.done.is_set() or probe.error is not None
+            # nothing (its thread writes only into its own _Probe). A store that answers with
+            # a refusal (throttling, 5xx, access denied) answered: only silence or an
+            # unreachable endpoint counts against it.
+            failed = not probe.done.is_set() or _unanswered(probe.error)
             self._probe = None
             self._last_probe_end = now
             with self._lock:
@@ -125,6 +127,14 @@ class Circuit:
             return False
         self._probe = _Probe.start(self._probe_fn, self.cfg.probe_timeout, now)
         return False
+
+
+def _unanswered(error: BaseException | None) -> bool:
+    if error is None:
+        return False
+    if isinstance(error, S43Error):
+        return error.error_class in CIRCUIT_ERROR_CLASSES
+    return True  # anything else (a bug, a crash in the client) proves nothing about the store
 
 
 class _Probe:

@@ -50,7 +50,8 @@ from .keys import (
     parse_members,
     validate_run_id,
 )
-from .manifest import RunManifest, read_manifest
+from .ledger import latest_ledger
+from .manifest import read_manifest
 from .predict import DEFAULT_PREDICTOR, load_predictor
 from .progress import Progress
 from .smoke import DEFAULT_NODES as DEFAULT_SMOKE_NODES
@@ -196,29 +197,33 @@ def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
         watched(breaker, wstore.check, what=f"checking {store_cfg.url}")
         manifest = watched(breaker, lambda: read_manifest(wstore, layout),
                            what=f"reading {layout.manifest_key}")
-        members = _gate_members(run_id, store_cfg.url, manifest, explicit, args.expected)
-        codec: Codec = args.format or (manifest.codec if manifest else DEFAULT_CODEC)
-        if manifest and args.format and args.format != manifest.codec:
+        ledger = None if manifest else watched(breaker, lambda: latest_ledger(wstore, layout),
+                                               what=f"reading {layout.run_prefix}_ledgers/")
+        recorded = manifest.members if manifest else (ledger.members if ledger else None)
+        members = _gate_members(run_id, store_cfg.url, recorded, explicit, args.expected)
+        known: Codec | None = manifest.codec if manifest else (ledger.codec if ledger else None)
+        codec: Codec = args.format or known or DEFAULT_CODEC
+        if known and args.format and args.format != known:
             raise InputError(f"--format {args.format} differs from the run's format "
-                             f"{manifest.codec}; expected {manifest.codec}")
+                             f"{known}; expected {known}")
         check_key_lengths(store_cfg.prefix, run_id, members, codec)
         return gate_existing(store_cfg, run_id=run_id, members=members, codec=codec,
                              expected=len(members), events=events, verify=args.verify)
 
 
-def _gate_members(run_id: str, url: str, manifest: RunManifest | None,
+def _gate_members(run_id: str, url: str, cohort: Sequence[str] | None,
                   explicit: list[str] | None, expected: int | None) -> list[str]:
-    """The cohort a gate checks: the run's record; ``--members``/``--expected`` must agree with
-    it (a verdict over part of a cohort would read as the whole run's), and name it when the
-    run has no record."""
-    if manifest is None:
+    """The cohort a gate checks: the run's record (or, if it was lost, its latest ledger);
+    ``--members``/``--expected`` must agree with it (a verdict over part of a cohort would read
+    as the whole run's), and name it only when the run has neither."""
+    if cohort is None:
         if explicit:
             return explicit
         if expected:
             return member_names(expected)
         raise InputError(f"run {run_id!r} has no manifest in {url}; expected --expected N or "
                          "--members a,b,c")
-    recorded = list(manifest.members)
+    recorded = list(cohort)
     if explicit is not None and sorted(explicit) != sorted(recorded):
         gone = sorted(set(recorded) - set(explicit))
         extra = sorted(set(explicit) - set(recorded))

@@ -112,9 +112,7 @@ def run_op(args: argparse.Namespace, events: EventLog) -> Report:
         run_id = validate_run_id(args.run_id)
         events.run_id = run_id
         with store_config(args) as cfg:
-            store = open_store(cfg)
-            store.check()
-            return report_run(store, cfg.prefix, run_id, head=not args.no_head)
+            return report_run(open_store(cfg), cfg.prefix, run_id, head=not args.no_head)
     if args.command == "gc":
         age = parse_age(args.older_than)
         with store_config(args) as cfg:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import ray
@@ -28,13 +29,13 @@ from . import metrics
 from .circuit import Circuit, CircuitConfig, WatchedStore, watched
 from .codec import Codec
 from .config import AnyStoreConfig
-from .errors import ClusterError, InputError, S43Error, StoreUnreachable
+from .errors import ClusterError, CodecMismatch, InputError, S43Error, StoreUnreachable
 from .fanout import STALL_TIMEOUT_S, WAIT_BATCH, fan_out, first_line
 from .gate import GateSpec, Verdict, VerifyMode, gate_from_store, gate_task, run_gate
 from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
-from .outcome import persist_verdict, report_verdict, summarize
+from .outcome import SavedVerdict, persist_verdict, report_verdict, summarize
 from .predict import declared_schema, load_predictor
 from .progress import Progress
 from .store import Store, open_store
@@ -146,21 +147,27 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
 
 
 def resume_plan(store: Store, layout: RunLayout, cfg: RunConfig, record: RunManifest,
-                circuit: CircuitConfig) -> tuple[dict[str, LedgerEntry], list[str]]:
+                breaker: Circuit) -> tuple[dict[str, LedgerEntry], list[str]]:
     """For ``--resume``: the members to reuse, each with the ledger entry of the object already
     in the store (bound to this run and member, its schema the run's, its checksum verified and,
     when the attempt that wrote it left a ledger, equal to that ledger's), and the members to
     compute (missing, invalid, or written by an attempt whose ledger disagrees)."""
     check = run_gate(store, run_id=cfg.run_id, prefix=layout.prefix, members=cfg.members,
                      codec=cfg.codec, mode=cfg.verify, concurrency=cfg.gate_concurrency,
-                     node_id="driver", declared_schema=record.schema_digest, circuit=circuit)
+                     node_id="driver", declared_schema=record.schema_digest,
+                     circuit=breaker.cfg)
     ledgers: dict[int, Ledger | None] = {}
     reuse: dict[str, LedgerEntry] = {}
     for c in check.checks:
         if c.status != "ok" or c.attempt is None:
             continue
         if c.attempt not in ledgers:
-            ledgers[c.attempt] = read_ledger(store, layout, c.attempt)
+            number = c.attempt
+            try:
+                ledgers[number] = _watched(breaker, partial(read_ledger, store, layout, number),
+                                           f"reading {layout.ledger_key(number)}")
+            except CodecMismatch:  # a ledger that is not its attempt's vouches for nothing
+                ledgers[number] = Ledger(cfg.run_id, number, cfg.codec, entries={})
         ledger = ledgers[c.attempt]
         entry = ledger.entries.get(c.member) if ledger is not None else None
         if ledger is not None and (entry is None or entry.checksum != c.checksum):
@@ -208,7 +215,7 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
         reused: dict[str, LedgerEntry] = {}
         todo = list(cfg.members)
         if cfg.resume:
-            reused, todo = resume_plan(store, layout, cfg, record, cfg.circuit)
+            reused, todo = resume_plan(store, layout, cfg, record, breaker)
         progress.total = len(todo)
         events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
                     store=store_cfg.url, endpoint=store_cfg.endpoint_url,
@@ -229,7 +236,8 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
             **reused, **{m: LedgerEntry(o.key, o.checksum, o.bytes, o.schema, attempt.number)
                          for m, o in outcomes.items() if isinstance(o, PredictionRef)}},
             failed={m: f"{o.error_class}: {o.message}"[:300] for m, o in outcomes.items()
-                    if isinstance(o, PersistFailure)})
+                    if isinstance(o, PersistFailure)},
+            cohort=tuple(cfg.members), token=attempt.token)
         _watched(breaker, lambda: write_ledger(wstore, layout, ledger),
                  f"writing {layout.ledger_key(attempt.number)}")
         events.emit(ev.LEDGER_PERSISTED, key=layout.ledger_key(attempt.number),
@@ -244,10 +252,10 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
         metrics.record_cohort(cfg.run_id, verdict.expected, verdict.cohort_count, store_cfg.url)
     progress.clear()
     report_verdict(verdict, events, store_cfg.endpoint_url)
-    persisted = _persist(breaker, wstore, layout, verdict, events)
+    saved = _persist(breaker, wstore, layout, verdict, events)
     summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
-                        gate_persisted=persisted, wall=time.perf_counter() - t0,
-                        outcomes=outcomes)
+                        gate_persisted=saved is not None, wall=time.perf_counter() - t0,
+                        outcomes=outcomes, saved=saved)
     summary.reused = len(reused)
     summary.computed = sum(isinstance(o, PredictionRef) for o in outcomes.values())
     return summary
@@ -271,7 +279,7 @@ def _await_gate(gate_ref: Any, timeout: float) -> Verdict:
 
 
 def _persist(breaker: Circuit, store: Store, layout: RunLayout, verdict: Verdict,
-             events: ev.EventLog) -> bool:
+             events: ev.EventLog) -> SavedVerdict | None:
     """:func:`persist_verdict`, abandoned (with its error event) if the store hangs."""
     try:
         return _watched(breaker, lambda: persist_verdict(store, layout, verdict, events),
@@ -280,7 +288,7 @@ def _persist(breaker: Circuit, store: Store, layout: RunLayout, verdict: Verdict
         events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
                     error_class=exc.error_class, message=str(exc), status=verdict.status,
                     store=store.url)
-        return False
+        return None
 
 
 def _circuit_summary(cfg: RunConfig, store_cfg: AnyStoreConfig, layout: RunLayout,
@@ -322,6 +330,7 @@ def gate_existing(store_cfg: AnyStoreConfig, *, run_id: str, members: Sequence[s
                               mode=verify, concurrency=concurrency, node_id="driver",
                               circuit=circuit)
     report_verdict(verdict, events, store_cfg.endpoint_url)
-    persisted = _persist(breaker, WatchedStore(store, breaker), layout, verdict, events)
+    saved = _persist(breaker, WatchedStore(store, breaker), layout, verdict, events)
     return summarize(verdict, command="gate", store_cfg=store_cfg, gate_key=layout.gate_key,
-                     gate_persisted=persisted, wall=time.perf_counter() - t0)
+                     gate_persisted=saved is not None, wall=time.perf_counter() - t0,
+                     saved=saved)

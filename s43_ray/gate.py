@@ -35,13 +35,14 @@ from .errors import (
     InputError,
     LoadError,
     NotInLedger,
+    ObjectNotFound,
     S43Error,
     SchemaMismatch,
     TruncatedObject,
 )
 from .events import rfc3339_now
 from .keys import RunLayout
-from .ledger import Ledger, latest_ledger, read_ledger
+from .ledger import Ledger, attempt_numbers, latest_ledger, read_ledger
 from .manifest import RunManifest, read_manifest
 from .store import ObjectInfo, Store, open_store
 
@@ -105,6 +106,9 @@ class Verdict:
     basis: str = "ledger"  # ledger | no_ledger | metadata (see the module docstring)
     schema_digest: str = ""  # the run's declared schema, when it declares one
     token: str = field(default_factory=lambda: secrets.token_hex(4))  # names this verdict
+    # The ETag of _gate.json when this gate started (None: there was none). Saving compares it
+    # with the ETag then, so a verdict another gate wrote meanwhile is seen, with no clocks.
+    prior_etag: str | None = None
 
     @property
     def shortfall(self) -> int:
@@ -228,7 +232,8 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
              node_id: str = "", declared_schema: str = "", attempt: int | None = None,
              basis: Basis | None = None, bind: bool = True,
              circuit: CircuitConfig | None = None,
-             failed: Mapping[str, str] | None = None) -> Verdict:
+             failed: Mapping[str, str] | None = None,
+             prior_etag: str | None = None) -> Verdict:
     """Decide whether the run's cohort is complete, from the store's contents.
 
     ``refs`` is the attempt's ledger: when given, only members it lists can count, each
@@ -312,7 +317,7 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
                    unexpected=unexpected, checks=ordered, verify=mode, listed_keys=listed,
                    started_at=started, finished_at=rfc3339_now(),
                    gate_seconds=time.perf_counter() - t0, node_id=node_id, attempt=attempt,
-                   basis=basis, schema_digest=declared_schema)
+                   basis=basis, schema_digest=declared_schema, prior_etag=prior_etag)
 
 
 def _reason(run_id: str, expected: int, listed: int, count: int, missing: list[str],
@@ -338,18 +343,26 @@ def _reason(run_id: str, expected: int, listed: int, count: int, missing: list[s
 
 @dataclass(frozen=True)
 class GateBasis:
-    """What a gate from the store verifies against: the run's record and an attempt's ledger."""
+    """What a gate from the store verifies against: the run's record, an attempt's ledger,
+    whether the run has attempts at all, and the ETag of ``_gate.json`` when the gate began."""
 
     record: RunManifest | None
     ledger: Ledger | None
+    has_attempts: bool = False
+    prior_etag: str | None = None
 
 
 def load_basis(store: Store, layout: RunLayout, attempt: int | None = None) -> GateBasis:
     """The run's record and the ledger of ``attempt`` (default: the latest one written)."""
+    try:
+        prior: str | None = store.head(layout.gate_key).etag
+    except ObjectNotFound:
+        prior = None
     record = read_manifest(store, layout)
     ledger = (read_ledger(store, layout, attempt) if attempt is not None
               else latest_ledger(store, layout))
-    return GateBasis(record, ledger)
+    has_attempts = bool(attempt_numbers(store, layout)) if ledger is None else True
+    return GateBasis(record, ledger, has_attempts, prior)
 
 
 def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], codec: Codec,
@@ -357,7 +370,9 @@ def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], 
                     concurrency: int = GATE_CONCURRENCY, node_id: str = "",
                     attempt: int | None = None, circuit: CircuitConfig | None = None
                     ) -> Verdict:
-    """The gate as operators and the driver run it: record and ledger read from the store."""
+    """The gate as operators and the driver run it: record and ledger read from the store.
+    The cohort must be the ledger's (exit 2 otherwise): a verdict over part of it would read
+    as the whole run's."""
     probe = getattr(store, "probe", None)
     breaker = Circuit(probe if probe is not None else (lambda _t: None), circuit,
                       what=f"store {store.url}")
@@ -367,20 +382,27 @@ def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], 
     if ledger is not None and ledger.codec != codec:
         raise InputError(f"run {layout.run_id!r}: its ledger records format {ledger.codec}; "
                          f"expected --format {ledger.codec}")
+    if ledger is not None and (sorted(members) != sorted(ledger.cohort) if ledger.cohort
+                               else not set(ledger.members) <= set(members)):
+        raise InputError(f"run {layout.run_id!r}: the gate was asked for {len(members)} "
+                         f"members but attempt {ledger.attempt}'s ledger records a cohort of "
+                         f"{len(ledger.members)}; expected the ledger's members (no "
+                         "--members/--expected)")
     refs = None
     kind: Basis = "metadata"
     if ledger is not None:
         kind = "ledger"
         refs = {m: Expectation(e.checksum, e.bytes, e.schema, e.attempt)
                 for m, e in ledger.entries.items()}
-    elif basis.record is not None:
-        kind = "no_ledger"
+    elif basis.record is not None or basis.has_attempts:
+        kind = "no_ledger"  # a run s43 started, whose driver never recorded what it gathered
     declared = basis.record.schema_digest if basis.record else ""
     return run_gate(store, run_id=layout.run_id, prefix=layout.prefix, members=members,
                     codec=codec, expected=expected, refs=refs, mode=mode,
                     concurrency=concurrency, node_id=node_id, declared_schema=declared,
                     attempt=ledger.attempt if ledger else attempt, basis=kind,
-                    circuit=circuit, failed=ledger.failed if ledger else None)
+                    circuit=circuit, failed=ledger.failed if ledger else None,
+                    prior_etag=basis.prior_etag)
 
 
 @dataclass(frozen=True)

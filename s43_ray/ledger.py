@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ AttemptKind = Literal["first", "rerun", "resume"]
 LEDGER_VERSION = 1
 # Attempt numbers tried past the highest listed one before giving up (drivers racing).
 CLAIM_ATTEMPT_TRIES = 20
+# ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,27 @@ class Attempt:
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, indent=1).encode()
 
+    @classmethod
+    def from_json(cls, body: bytes | memoryview) -> Attempt:
+        try:
+            data = json.loads(bytes(body))
+            kind = data["kind"]
+            if kind not in ("first", "rerun", "resume"):
+                raise ValueError(f"kind {kind!r}")
+            return cls(run_id=str(data["run_id"]), number=int(data["number"]), kind=kind,
+                       started_at=str(data["started_at"]), holder=str(data["holder"]),
+                       token=str(data["token"]), s43_version=str(data.get("s43_version", "")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CodecMismatch(f"attempt record is not valid: {exc}") from exc
+
+
+def read_attempt(store: Store, layout: RunLayout, number: int) -> Attempt | None:
+    try:
+        body, _ = store.get(layout.attempt_key(number))
+    except ObjectNotFound:
+        return None
+    return Attempt.from_json(body)
+
 
 def _numbers(store: Store, layout: RunLayout, folder: str) -> list[int]:
     prefix = layout.control_dir(folder)
@@ -55,7 +79,7 @@ def _numbers(store: Store, layout: RunLayout, folder: str) -> list[int]:
     for info in store.list(prefix):
         name = info.key[len(prefix):]
         stem = name[:-5] if name.endswith(".json") else ""
-        if stem.isdigit():
+        if _NUMBER.fullmatch(stem):
             found.append(int(stem))
     return sorted(found)
 
@@ -103,15 +127,23 @@ class Ledger:
     codec: Codec
     entries: dict[str, LedgerEntry]
     failed: dict[str, str] = field(default_factory=dict)  # member -> "error_class: message"
+    cohort: tuple[str, ...] = ()  # every member of the run, in order (entries + failed)
+    token: str = ""  # the claim token of attempt N (``_attempts/<N>.json``) that wrote it
     written_at: str = ""
     s43_version: str = __version__
     ledger_version: int = LEDGER_VERSION
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The run's whole cohort as this ledger records it."""
+        return self.cohort or tuple(sorted({*self.entries, *self.failed}))
 
     def to_json(self) -> bytes:
         record: dict[str, Any] = {
             "run_id": self.run_id, "attempt": self.attempt, "codec": self.codec,
             "written_at": self.written_at or rfc3339_now(), "s43_version": self.s43_version,
             "ledger_version": self.ledger_version, "failed": self.failed,
+            "cohort": list(self.cohort), "token": self.token,
             "members": {m: [e.key, e.checksum, e.bytes, e.schema, e.attempt]
                         for m, e in self.entries.items()},
             "members_fields": ["key", "checksum", "bytes", "schema", "attempt"]}
@@ -131,8 +163,10 @@ class Ledger:
             failed = data.get("failed") or {}
             if not isinstance(failed, Mapping):
                 raise ValueError("failed is not an object")
+            cohort = tuple(validate_member(str(m)) for m in data.get("cohort") or ())
             return cls(run_id=str(data["run_id"]), attempt=int(data["attempt"]), codec=codec,
                        entries=entries, failed={str(k): str(v) for k, v in failed.items()},
+                       cohort=cohort, token=str(data.get("token", "")),
                        written_at=str(data.get("written_at", "")),
                        s43_version=str(data.get("s43_version", "")),
                        ledger_version=int(data.get("ledger_version", 0)))
@@ -148,6 +182,8 @@ def write_ledger(store: Store, layout: RunLayout, ledger: Ledger) -> None:
 
 
 def read_ledger(store: Store, layout: RunLayout, attempt: int) -> Ledger | None:
+    """Attempt N's ledger, checked against its key and against the attempt's own claim (a
+    ledger of an attempt nobody claimed, or another claim's, is refused)."""
     try:
         body, _ = store.get(layout.ledger_key(attempt))
     except ObjectNotFound:
@@ -157,6 +193,12 @@ def read_ledger(store: Store, layout: RunLayout, attempt: int) -> Ledger | None:
         raise CodecMismatch(f"ledger {layout.ledger_key(attempt)} names run {ledger.run_id!r} "
                             f"attempt {ledger.attempt}; expected {layout.run_id!r} attempt "
                             f"{attempt}")
+    claimed = read_attempt(store, layout, attempt)
+    if claimed is None or claimed.token != ledger.token:
+        raise CodecMismatch(f"ledger {layout.ledger_key(attempt)} is not attempt {attempt}'s: "
+                            + ("that attempt was never claimed" if claimed is None else
+                               "its token is not the attempt's claim token")
+                            + "; expected a ledger written by the attempt's own driver")
     return ledger
 
 

@@ -29,7 +29,7 @@ from .errors import (
     S43Error,
 )
 from .events import rfc3339_now
-from .keys import RunLayout, validate_member
+from .keys import ATTEMPTS_DIR, RunLayout, validate_member
 from .store import Store
 
 MANIFEST_VERSION = 2
@@ -136,11 +136,25 @@ def _refuse(store: Store, layout: RunLayout, existing: RunManifest, diff: list[s
                       "--run-id")
 
 
+def _refuse_orphaned_history(store: Store, layout: RunLayout) -> None:
+    """A run with attempts but no record lost its record (deleted, or expired first by an
+    age-based lifecycle rule): what its cohort was can no longer be proven."""
+    prefix = layout.control_dir(ATTEMPTS_DIR)
+    found = next(iter(store.list(prefix)), None)
+    if found is not None:
+        raise InputError(f"run {layout.run_id!r} in {store.url} has attempts ({prefix}) but no "
+                         f"record ({layout.manifest_key} was deleted or expired): its cohort "
+                         "cannot be proven any more; expected a new --run-id")
+
+
 def check_run(store: Store, layout: RunLayout, wanted: RunManifest, *,
               resume: bool = False) -> RunManifest | None:
     """Read-only, before anything starts: the existing record (None for a new run), or
-    :class:`InputError` naming the holder when it records a different cohort."""
+    :class:`InputError` naming the holder when it records a different cohort, or when the run
+    has history but lost its record."""
     existing = read_manifest(store, layout)
+    if existing is None:
+        _refuse_orphaned_history(store, layout)
     if existing is not None:
         diff = existing.differences(wanted)
         if diff and resume:
@@ -168,6 +182,8 @@ def claim_run(store: Store, layout: RunLayout, wanted: RunManifest) -> Claim:
     let a conditional create through that it should have refused."""
     body = wanted.to_json()
     meta = {"s43-kind": "run", "s43-token": wanted.token}
+    if read_manifest(store, layout) is None:
+        _refuse_orphaned_history(store, layout)
     try:
         store.put(layout.manifest_key, body, metadata=meta, content_type="application/json",
                   if_none_match=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from . import events as ev
 from .config import AnyStoreConfig
@@ -41,26 +42,35 @@ def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) 
                 store=verdict.store, endpoint=endpoint)
 
 
+@dataclass(frozen=True)
+class SavedVerdict:
+    """Where a verdict was kept, and whether it is ``_gate.json`` (the latest) too."""
+
+    history_key: str
+    latest: bool
+
+
 def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
-                    events: ev.EventLog) -> bool:
-    """Keep the verdict (``_gates/``) and make it ``_gate.json`` unless a newer attempt's is;
-    an error event (never an exception) if the store refuses."""
+                    events: ev.EventLog) -> SavedVerdict | None:
+    """Keep the verdict (``_gates/``) and make it ``_gate.json`` unless the one there must stay;
+    an error event (never an exception) and None if the store refuses."""
     try:
         history, latest = save_verdict(store, layout, verdict)
     except S43Error as exc:
         events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
                     error_class=exc.error_class, message=str(exc), status=verdict.status,
                     store=store.url)
-        return False
+        return None
     events.emit(ev.GATE_PERSISTED, key=layout.gate_key if latest else history,
                 history_key=history, latest=latest, status=verdict.status,
                 attempt=verdict.attempt)
-    return True
+    return SavedVerdict(history, latest)
 
 
 def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
               gate_persisted: bool, wall: float,
-              outcomes: Mapping[str, PersistOutcome] | None = None) -> Summary:
+              outcomes: Mapping[str, PersistOutcome] | None = None,
+              saved: SavedVerdict | None = None) -> Summary:
     refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
     failed = [o for o in (outcomes or {}).values() if isinstance(o, PersistFailure)]
     failures = {o.member: f"{o.error_class}: {o.message}" for o in failed}
@@ -84,4 +94,5 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate
         gate_node=verdict.node_id, gate_key=gate_key, gate_persisted=gate_persisted,
         s3_retries=sum(r.s3_retries for r in refs) + sum(f.s3_retries for f in failed),
         task_retries=sum(r.attempt for r in refs), attempt=verdict.attempt,
-        basis=verdict.basis)
+        basis=verdict.basis, verdict_key=saved.history_key if saved else "",
+        verdict_latest=saved.latest if saved else False)

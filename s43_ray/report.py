@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import __version__
 from .binding import object_attempt
+from .circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
 from .codec import META_CHECKSUM, META_CODEC
 from .errors import (
     EXIT_GATE_FAILED,
@@ -33,7 +33,7 @@ from .errors import (
 )
 from .events import rfc3339
 from .keys import RunLayout
-from .ledger import Ledger, read_ledger
+from .ledger import Ledger, attempt_numbers, latest_ledger, read_ledger
 from .manifest import RunManifest, read_manifest
 from .store import ObjectInfo, Store
 from .summary import human_size
@@ -191,18 +191,16 @@ def _read_verdict(store: Store, layout: RunLayout) -> tuple[dict[str, Any] | Non
     return record, info.last_modified, []
 
 
-def _head_all(store: Store, keys: Sequence[str], concurrency: int) -> dict[str, ObjectInfo]:
-    def head(key: str) -> ObjectInfo | None:
+def _head_all(store: Store, keys: Sequence[str], concurrency: int,
+              circuit: Circuit) -> dict[str, ObjectInfo]:
+    def head(key: str) -> tuple[str, ObjectInfo | None]:
         try:
-            return store.head(key)
+            return key, store.head(key)
         except ObjectNotFound:  # deleted since the listing
-            return None
+            return key, None
 
-    if not keys:
-        return {}
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(keys)))) as pool:
-        found = zip(keys, pool.map(head, keys), strict=True)
-        return {k: info for k, info in found if info is not None}
+    found = daemon_map(head, keys, concurrency, circuit, what=f"HEAD of {len(keys)} members")
+    return {k: info for k, info in found if info is not None}
 
 
 def _changed(check: Mapping[str, Any] | None, info: ObjectInfo | None,
@@ -239,9 +237,22 @@ def _changed(check: Mapping[str, Any] | None, info: ObjectInfo | None,
 
 
 def build_report(store: Store, layout: RunLayout, *, head: bool = True,
-                 concurrency: int = HEAD_CONCURRENCY) -> RunReport:
+                 concurrency: int = HEAD_CONCURRENCY,
+                 circuit: CircuitConfig | None = None) -> RunReport:
     """Everything the store says about one run. Raises :class:`InputError` when the store holds
-    nothing of the run, and the store's own errors when it cannot be read."""
+    nothing of the run, and the store's own errors when it cannot be read; a store that stops
+    answering fails it within about a minute and a half (:mod:`s43_ray.circuit`)."""
+    probe = getattr(store, "probe", None)
+    breaker = Circuit(probe if probe is not None else (lambda _t: None), circuit,
+                      what=f"store {store.url}")
+    watched_store = WatchedStore(store, breaker)
+    return watched(breaker, lambda: _build(watched_store, layout, head, concurrency, breaker),
+                   what=f"report of run {layout.run_id!r}")
+
+
+def _build(store: Store, layout: RunLayout, head: bool, concurrency: int,
+           breaker: Circuit) -> RunReport:
+    store.check()  # an unreachable store or a missing bucket: exit 3 naming them
     problems: list[str] = []
     manifest: RunManifest | None
     try:
@@ -268,15 +279,30 @@ def build_report(store: Store, layout: RunLayout, *, head: bool = True,
             by_member[found[0]] = info
         else:
             unexpected.append(info.key)
+    attempts = attempt_numbers(store, layout)
+    ledger: Ledger | None = None
+    verdict_attempt = (verdict or {}).get("attempt")
+    if isinstance(verdict_attempt, int) and verdict_attempt > 0:
+        try:
+            ledger = read_ledger(store, layout, verdict_attempt)
+        except CodecMismatch as exc:
+            problems.append(f"{layout.ledger_key(verdict_attempt)}: {exc}")
+    if manifest is None and ledger is None:
+        try:
+            ledger = latest_ledger(store, layout)
+        except CodecMismatch as exc:
+            problems.append(f"latest ledger: {exc}")
     if manifest:
         members = list(manifest.members)
+    elif ledger is not None:  # the record was lost: the ledger still says what the cohort is
+        members = list(ledger.members)
     elif checks:
         members = list(checks)
     else:
         members = sorted(by_member)
     unexpected += [by_member.pop(m).key for m in sorted(set(by_member) - set(members))]
     heads = _head_all(store, [by_member[m].key for m in members if m in by_member],
-                      concurrency) if head else {}
+                      concurrency, breaker) if head else {}
     reports = []
     for m in members:
         obj = by_member.get(m)
@@ -296,16 +322,15 @@ def build_report(store: Store, layout: RunLayout, *, head: bool = True,
     newest = max((i.last_modified for i in present if i.last_modified is not None),
                  default=None)
     recomputed, verdict_problems = "", []
+    newer = [n for n in attempts if isinstance(verdict_attempt, int) and n > verdict_attempt]
     if verdict is not None:
-        ledger: Ledger | None = None
-        attempt = verdict.get("attempt")
-        if isinstance(attempt, int) and attempt > 0:
-            try:
-                ledger = read_ledger(store, layout, attempt)
-            except CodecMismatch as exc:
-                problems.append(f"{layout.ledger_key(attempt)}: {exc}")
+        if ledger is not None and ledger.attempt != verdict_attempt:
+            ledger = None  # the latest ledger is not the verdict's: recheck finds it missing
         recomputed, verdict_problems = recheck(verdict, layout.run_id, manifest, ledger)
         verdict = {k: v for k, v in verdict.items() if k != "checks"}
+        if newer:  # an attempt ran (or runs) after this verdict: it may have rewritten members
+            reports = [replace(r, changed=r.changed or f"attempt {newer[-1]} ran after the "
+                               f"verdict (attempt {verdict_attempt})") for r in reports]
     return RunReport(
         run_id=layout.run_id, store=store.url, run_prefix=layout.run_prefix,
         manifest=_manifest_record(manifest), verdict=verdict,

@@ -58,6 +58,9 @@ class Summary:
     computed: int = 0  # members computed and written by this command
     attempt: int | None = None  # the run's attempt this command made (run) or verified (gate)
     basis: str = "ledger"  # what the gate verified against: ledger | no_ledger | metadata
+    verdict_key: str = ""  # where this verdict is kept for good (_gates/...)
+    verdict_latest: bool = False  # whether _gate.json holds this verdict (else a newer attempt's,
+    # or a failing one another gate of the same attempt wrote meanwhile)
     version: str = __version__
 
     @property
@@ -107,6 +110,10 @@ class Summary:
                 lines.append(f"  {label} ({len(items)}): {shown}")
         if not self.gate_persisted:
             lines.append(f"  verdict NOT persisted to {self.gate_key}")
+        elif self.verdict_key and not self.verdict_latest:
+            lines.append(f"  verdict: {self.verdict_key} (kept; {self.gate_key} holds a newer "
+                         "attempt's verdict, or a failing one written meanwhile: "
+                         "s43-ray report tells)")
         else:
             lines.append(f"  verdict: {self.gate_key}")
         return "\n".join(lines)

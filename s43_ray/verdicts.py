@@ -3,8 +3,9 @@
 Every gate's verdict is written once to ``_gates/<finished>-a<attempt>-<token>.json``
 (``If-None-Match: *``), and then becomes ``_gate.json``, the latest verdict, through a
 compare-and-swap (``If-Match`` on the ETag read): a verdict of an older attempt never replaces a
-newer attempt's, and two drivers finishing at once cannot interleave. Nothing is silently
-replaced: every verdict stays in ``_gates/``.
+newer attempt's, a passing verdict never replaces a failing one another gate of the same
+attempt wrote while it ran, no host's clock is trusted for the order, and two gates finishing
+at once cannot interleave. Nothing is silently replaced: every verdict stays in ``_gates/``.
 
 :func:`recheck` recomputes what a verdict record proves from its own per-member checks (and the
 ledger of its attempt) instead of reading its ``status``: a verdict whose content disagrees with
@@ -21,7 +22,7 @@ from .gate import PASSED, Verdict
 from .keys import RunLayout
 from .ledger import Ledger
 from .manifest import RunManifest
-from .store import Store
+from .store import ObjectInfo, Store
 
 # Compare-and-swap rounds on _gate.json before giving up (other gates writing at the same time).
 POINTER_TRIES = 8
@@ -34,15 +35,32 @@ def _stamp(finished_at: str) -> str:
     return "".join(c for c in finished_at if c.isalnum()) or "0"
 
 
-def _order(meta: Mapping[str, str]) -> tuple[int, str]:
+def _attempt(meta: Mapping[str, str]) -> int:
     raw = meta.get(META_ATTEMPT, "")
-    return (int(raw) if raw.isdigit() else 0, meta.get(META_FINISHED, ""))
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
+
+
+def _keeps_latest(current: ObjectInfo, verdict: Verdict) -> bool:
+    """Whether ``_gate.json`` as it is now must stay the latest verdict instead of ours.
+
+    No clock is compared (hosts' clocks drift): a newer attempt's verdict always stays; within
+    one attempt, a verdict another gate wrote while ours ran (``_gate.json`` changed since ours
+    began) stays if it failed and ours passed. Within one attempt the store only loses what the
+    ledger records, so a concurrent gate that saw a member gone or altered saw the newer truth.
+    """
+    theirs = _attempt(current.metadata)
+    ours = verdict.attempt or 0
+    if theirs != ours:
+        return theirs > ours
+    changed_since_we_began = current.etag != verdict.prior_etag
+    return (changed_since_we_began and verdict.passed
+            and current.metadata.get("s43-status") != PASSED)
 
 
 def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> tuple[str, bool]:
-    """Keep ``verdict`` in ``_gates/`` and make it the latest unless a newer attempt's verdict
-    already is. Returns (history key, whether ``_gate.json`` now holds it). Raises the store's
-    errors."""
+    """Keep ``verdict`` in ``_gates/`` and make it ``_gate.json`` unless the verdict there must
+    stay (see :func:`_keeps_latest`). Returns (history key, whether ``_gate.json`` now holds
+    it). Raises the store's errors."""
     body = verdict.to_json()
     attempt = verdict.attempt or 0
     meta = {"s43-kind": "gate", "s43-status": verdict.status, META_ATTEMPT: str(attempt),
@@ -50,14 +68,13 @@ def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> tuple[str
     history = layout.verdict_history_key(_stamp(verdict.finished_at), attempt, verdict.token)
     store.put(history, body, metadata=meta, content_type="application/json",
               if_none_match=True)
-    ours = (attempt, verdict.finished_at)
     for _ in range(POINTER_TRIES):
         try:
-            current = store.head(layout.gate_key)
+            current: ObjectInfo | None = store.head(layout.gate_key)
         except ObjectNotFound:
             current = None
-        if current is not None and _order(current.metadata) > ours:
-            return history, False  # a newer attempt's verdict is the latest; ours is kept
+        if current is not None and _keeps_latest(current, verdict):
+            return history, False  # ours is kept in _gates/; the one there stays the latest
         try:
             store.put(layout.gate_key, body, metadata=meta, content_type="application/json",
                       if_none_match=current is None,
@@ -97,6 +114,11 @@ def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None
         problems.append("the verdict was checked against object metadata alone, but the run "
                         "has a record: its gate verifies against a ledger")
     if ledger is not None and record.get("attempt") == ledger.attempt:
+        if (sorted(members) != sorted(ledger.cohort) if ledger.cohort
+                else not set(ledger.members) <= set(members)):
+            problems.append(f"the verdict checks {len(members)} members; attempt "
+                            f"{ledger.attempt}'s ledger records a cohort of "
+                            f"{len(ledger.members)}")
         for c in ok:
             entry = ledger.entries.get(str(c.get("member")))
             if entry is None or entry.checksum != c.get("checksum"):

@@ -135,7 +135,7 @@ def test_summary_fields_are_pinned() -> None:
             "bytes_written", "bytes_read", "wall_seconds", "gate_key", "gate_persisted",
             "writer_nodes", "gate_node", "s3_retries", "codec", "store", "endpoint",
             "command", "version", "reason", "infra_errors", "task_retries", "reused",
-            "computed", "attempt", "basis"} == set(s.to_dict())
+            "computed", "attempt", "basis", "verdict_key", "verdict_latest"} == set(s.to_dict())
 
 
 def test_public_api_is_pinned() -> None:

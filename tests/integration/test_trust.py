@@ -8,6 +8,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,15 @@ from s43_ray import codec
 from s43_ray.binding import binding_metadata
 from s43_ray.cli import main
 from s43_ray.config import StoreConfig
-from s43_ray.keys import RunLayout
-from s43_ray.ledger import read_ledger
+from s43_ray.gate import gate_from_store
+from s43_ray.keys import RunLayout, member_names
+from s43_ray.ledger import claim_attempt, read_ledger
 from s43_ray.local_s3 import LocalS3
 from s43_ray.manifest import read_manifest
 from s43_ray.predict import default_predictor
 from s43_ray.report import report_run
 from s43_ray.store import S3Store
+from s43_ray.verdicts import save_verdict
 
 Cli = Callable[..., CliResult]
 
@@ -434,3 +437,82 @@ def test_a_predictor_returning_the_wrong_type_is_named(cli: Cli, store_args: lis
     assert all(f"returned {returned}" in f["message"] and "expected a dict" in f["message"]
                for f in failed)
     assert np.all([v.startswith("predictor: ") for v in r.summary["persist_failed"].values()])
+
+
+# --- found by the adversarial review -----------------------------------------------------------
+
+def test_a_run_that_lost_its_record_is_gated_against_its_ledgers_cohort(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    # An age-based lifecycle rule expires _run.json first (it is the oldest object of a run).
+    assert run(cli, store_args, "lost", "--cohort-size", "4", "--rows", "100").code == 0
+    layout = RunLayout(store_cfg.prefix, "lost")
+    for key in (layout.manifest_key, layout.member_key("m00002", "arrow"),
+                layout.member_key("m00003", "arrow")):
+        store.delete(key)
+
+    smaller = gate(cli, store_args, "lost", "--expected", "2")
+    whole = gate(cli, store_args, "lost")
+    rerun = run(cli, store_args, "lost", "--cohort-size", "2", "--rows", "100")
+    rep = cli("report", "--run-id", "lost", "--json", *store_args)
+
+    assert smaller.code == 2 and "differs from the 4 members" in smaller.stderr
+    assert whole.code == 1 and whole.summary["missing"] == ["m00002", "m00003"]
+    assert rerun.code == 2 and "no record" in rerun.stderr and "new --run-id" in rerun.stderr
+    assert rep.code == 1 and rep.summary["missing"] == ["m00002", "m00003"]
+
+
+def test_a_verdict_from_a_host_whose_clock_is_ahead_does_not_hide_a_later_failure(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    assert run(cli, store_args, "skew", "--cohort-size", "3", "--rows", "100").code == 0
+    layout = RunLayout(store_cfg.prefix, "skew")
+    ahead = replace(gate_from_store(store, layout, members=member_names(3), codec="arrow"),
+                    finished_at="2099-01-01T00:00:00.000Z")
+    assert save_verdict(store, layout, ahead)[1]  # a gate on a host a lifetime ahead
+    store.delete(layout.member_key("m00001", "arrow"))
+
+    r = gate(cli, store_args, "skew")
+
+    assert r.code == 1
+    assert latest_verdict(store, layout)["status"] == "failed"
+    assert r.summary["verdict_latest"] is True
+
+
+def test_a_verdict_that_could_not_become_the_latest_says_where_it_is_kept(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    assert run(cli, store_args, "pinned", "--cohort-size", "2", "--rows", "100").code == 0
+    layout = RunLayout(store_cfg.prefix, "pinned")
+    body, info = store.get(layout.gate_key)
+    store.put(layout.gate_key, bytes(body), metadata={**info.metadata, "s43-attempt": "99"})
+
+    r = gate(cli, store_args, "pinned")
+    human = cli("gate", "--run-id", "pinned", *store_args).stdout
+
+    assert r.code == 0 and r.summary["verdict_latest"] is False
+    assert "/_gates/" in r.summary["verdict_key"]
+    assert "(kept; " in human and "_gate.json holds a newer" in human
+
+
+def test_a_ledger_of_an_attempt_nobody_claimed_is_refused(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    assert run(cli, store_args, "unclaimed", "--cohort-size", "2", "--rows", "100").code == 0
+    layout = RunLayout(store_cfg.prefix, "unclaimed")
+    record = json.loads(bytes(store.get(layout.ledger_key(1))[0]))
+    record["attempt"] = 2
+    store.put(layout.ledger_key(2), json.dumps(record).encode(), metadata={})
+
+    r = gate(cli, store_args, "unclaimed")
+
+    assert r.code == 1 and "never claimed" in r.stderr
+    assert latest_verdict(store, layout)["attempt"] == 1
+
+
+def test_report_says_stale_when_a_newer_attempt_started_after_the_verdict(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    assert run(cli, store_args, "newer", "--cohort-size", "2", "--rows", "100").code == 0
+    layout = RunLayout(store_cfg.prefix, "newer")
+    claim_attempt(store, layout, "rerun")  # a second driver started, and has not gated yet
+
+    rep = cli("report", "--run-id", "newer", "--json", *store_args)
+
+    assert rep.code == 1 and rep.summary["status"] == "stale"
+    assert all("attempt 2 ran after the verdict" in m["changed"] for m in rep.summary["members"])

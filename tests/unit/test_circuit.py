@@ -17,7 +17,14 @@ from s43_ray.circuit import (
     daemon_map,
     watched,
 )
-from s43_ray.errors import AccessDenied, ChecksumMismatch, ObjectNotFound, StoreUnreachable
+from s43_ray.errors import (
+    AccessDenied,
+    ChecksumMismatch,
+    ObjectNotFound,
+    StoreError,
+    StoreUnreachable,
+    Throttled,
+)
 from s43_ray.store import MemoryStore, ObjectInfo
 
 # Tiny timings: a probe is due 50 ms after the last progress; one probe's budget is 200 ms.
@@ -480,3 +487,21 @@ def test_watched_store_counts_a_refusal_or_a_missing_key_as_progress() -> None:
         WatchedStore(RefusingStore(), circuit).head("k")
     assert circuit.consecutive_failures == 0
     assert not circuit.is_open
+
+
+@pytest.mark.parametrize("answer", [Throttled("503 SlowDown"), AccessDenied("403"),
+                                    StoreError("500 InternalError")],
+                         ids=["throttled", "denied", "5xx"])
+def test_a_probe_the_store_answers_with_a_refusal_is_not_a_failed_probe(
+        answer: StoreError) -> None:
+    def refuse(_timeout: float) -> None:
+        raise answer
+
+    circuit = Circuit(refuse, CircuitConfig(probe_after=0.01, probe_interval=0.01,
+                                            probe_timeout=0.5, probes=1))
+    time.sleep(0.02)
+    deadline = time.monotonic() + DEADLINE_S
+    while circuit.probes_made < 3 and time.monotonic() < deadline:
+        assert not circuit.tick()  # a slow run on a throttling store is not killed
+        time.sleep(0.01)
+    assert circuit.probes_made >= 3 and circuit.failed_probes == 0 and not circuit.is_open

@@ -12,13 +12,22 @@ from s43_ray.config import StoreConfig
 from s43_ray.errors import InputError
 from s43_ray.gate import VerifyMode, gate_from_store
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.ledger import Ledger, LedgerEntry, write_ledger
+from s43_ray.ledger import Attempt, Ledger, LedgerEntry, write_ledger
 from s43_ray.manifest import RunManifest, claim_run
 from s43_ray.predict import DEFAULT_PREDICTOR, declared_schema, default_predictor
 from s43_ray.store import MemoryStore, ObjectInfo
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
 
 PREFIX = "p"
+
+def write_claimed(store: MemoryStore, layout: RunLayout, ledger: Ledger) -> None:
+    """What a driver does: claim the attempt (its token), then write the attempt's ledger."""
+    if layout.attempt_key(ledger.attempt) not in store.objects:
+        store.put(layout.attempt_key(ledger.attempt),
+                  Attempt(layout.run_id, ledger.attempt, "first", "", "test", ledger.token)
+                  .to_json(), metadata={})
+    write_ledger(store, layout, ledger)
+
 RUN = "manual__2026-11-28T10:00:00+00:00"
 OTHER_RUN = "manual__2026-11-29T10:00:00+00:00"
 LAYOUT = RunLayout(PREFIX, RUN)
@@ -58,7 +67,7 @@ def _run(store: MemoryStore, members: list[str] = MEMBERS, *, codec: Codec = "np
     """A whole attempt 1: record claimed, members written, ledger of those written."""
     claim_run(store, LAYOUT, _record(codec=codec))
     refs = _persist(store, members, codec=codec)
-    write_ledger(store, LAYOUT, _ledger(refs, codec=codec, failed=failed))
+    write_claimed(store, LAYOUT, _ledger(refs, codec=codec, failed=failed))
     return refs
 
 
@@ -113,7 +122,7 @@ def test_gate_passes_a_resumed_run_whose_ledger_reuses_an_older_attempts_object(
     claim_run(store, LAYOUT, _record())
     old = _persist(store, MEMBERS[:1], attempt=1)
     new = _persist(store, MEMBERS[1:], attempt=2)
-    write_ledger(store, LAYOUT, _ledger({**old, **new}, attempt=2))
+    write_claimed(store, LAYOUT, _ledger({**old, **new}, attempt=2))
 
     verdict = gate_from_store(store, LAYOUT, members=MEMBERS, codec="npz")
 
@@ -296,7 +305,7 @@ def test_shortfall_is_never_negative_when_more_members_are_present_than_expected
 
 def test_gate_verifies_against_the_ledger_of_the_attempt_asked_for(store: MemoryStore) -> None:
     refs = _run(store)
-    write_ledger(store, LAYOUT, _ledger({m: refs[m] for m in MEMBERS[:2]}, attempt=2))
+    write_claimed(store, LAYOUT, _ledger({m: refs[m] for m in MEMBERS[:2]}, attempt=2))
 
     latest = gate_from_store(store, LAYOUT, members=MEMBERS, codec="npz")
     first = gate_from_store(store, LAYOUT, members=MEMBERS, codec="npz", attempt=1)

@@ -22,6 +22,15 @@ from s43_ray.ledger import (
 )
 from s43_ray.store import MemoryStore
 
+
+def write_claimed(store: MemoryStore, layout: RunLayout, ledger: Ledger) -> None:
+    """What a driver does: claim the attempt (its token), then write the attempt's ledger."""
+    if layout.attempt_key(ledger.attempt) not in store.objects:
+        store.put(layout.attempt_key(ledger.attempt),
+                  Attempt(layout.run_id, ledger.attempt, "first", "", "test", ledger.token)
+                  .to_json(), metadata={})
+    write_ledger(store, layout, ledger)
+
 RUN = "manual__2026-11-28T10:00:00+00:00"
 LAYOUT = RunLayout("p", RUN)
 RACERS = 8
@@ -169,19 +178,19 @@ def test_ledger_with_a_bad_member_table_is_a_codec_mismatch(body: bytes) -> None
 def test_write_then_read_ledger_gives_the_same_ledger(store: MemoryStore) -> None:
     ledger = _ledger(attempt=2)
 
-    write_ledger(store, LAYOUT, ledger)
+    write_claimed(store, LAYOUT, ledger)
 
-    assert list(store.objects) == [f"p/{RUN}/_ledgers/000002.json"]
+    assert [k for k in store.objects if "/_ledgers/" in k] == [f"p/{RUN}/_ledgers/000002.json"]
     assert read_ledger(store, LAYOUT, 2) == ledger
     assert read_ledger(store, LAYOUT, 1) is None
 
 
 def test_an_attempt_writes_its_ledger_once(store: MemoryStore) -> None:
     first = _ledger(attempt=1)
-    write_ledger(store, LAYOUT, first)
+    write_claimed(store, LAYOUT, first)
 
     with pytest.raises(PreconditionFailed):
-        write_ledger(store, LAYOUT, _ledger(attempt=1, m00001="predictor: boom"))
+        write_claimed(store, LAYOUT, _ledger(attempt=1, m00001="predictor: boom"))
 
     assert read_ledger(store, LAYOUT, 1) == first
 
@@ -208,7 +217,7 @@ def test_read_ledger_refuses_a_ledger_of_another_run_under_this_key(store: Memor
 
 def test_latest_ledger_is_the_highest_attempt_that_wrote_one(store: MemoryStore) -> None:
     for attempt in (2, 10, 1):
-        write_ledger(store, LAYOUT, _ledger(attempt=attempt))
+        write_claimed(store, LAYOUT, _ledger(attempt=attempt))
     claim_attempt(store, LAYOUT, "first")  # attempts without a ledger do not count
 
     latest = latest_ledger(store, LAYOUT)
@@ -224,10 +233,19 @@ def test_latest_ledger_of_a_run_without_ledgers_is_none(store: MemoryStore) -> N
 
 
 def test_latest_ledger_ignores_files_that_are_not_numbered_ledgers(store: MemoryStore) -> None:
-    write_ledger(store, LAYOUT, _ledger(attempt=3))
+    write_claimed(store, LAYOUT, _ledger(attempt=3))
     for name in ("notes.json", "000009.json.bak", "000009.txt", "x9.json"):
         store.put(LAYOUT.control_dir("_ledgers") + name, b"junk", metadata={})
 
     latest = latest_ledger(store, LAYOUT)
 
     assert latest is not None and latest.attempt == 3
+
+
+def test_control_keys_with_non_ascii_digits_are_ignored_not_a_crash(store: MemoryStore) -> None:
+    store.put(f"p/{RUN}/_attempts/\u00b2.json", b"{}", metadata={})  # '²'.isdigit() is True
+    store.put(f"p/{RUN}/_ledgers/\u0663.json", b"{}", metadata={})  # an Arabic-Indic three
+
+    assert attempt_numbers(store, LAYOUT) == []
+    assert claim_attempt(store, LAYOUT, "first").number == 1
+    assert latest_ledger(store, LAYOUT) is None

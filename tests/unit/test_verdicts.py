@@ -13,7 +13,7 @@ import pytest
 from s43_ray.config import StoreConfig
 from s43_ray.gate import Verdict, gate_from_store
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.ledger import Ledger, LedgerEntry, read_ledger, write_ledger
+from s43_ray.ledger import Attempt, Ledger, LedgerEntry, read_ledger, write_ledger
 from s43_ray.manifest import RunManifest, claim_run, read_manifest
 from s43_ray.predict import DEFAULT_PREDICTOR, declared_schema, default_predictor
 from s43_ray.store import MemoryStore
@@ -21,6 +21,15 @@ from s43_ray.task import PredictionRef, TaskSpec, persist_member
 from s43_ray.verdicts import recheck, save_verdict
 
 PREFIX = "p"
+
+def write_claimed(store: MemoryStore, layout: RunLayout, ledger: Ledger) -> None:
+    """What a driver does: claim the attempt (its token), then write the attempt's ledger."""
+    if layout.attempt_key(ledger.attempt) not in store.objects:
+        store.put(layout.attempt_key(ledger.attempt),
+                  Attempt(layout.run_id, ledger.attempt, "first", "", "test", ledger.token)
+                  .to_json(), metadata={})
+    write_ledger(store, layout, ledger)
+
 RUN = "manual__2026-11-28T10:00:00+00:00"
 LAYOUT = RunLayout(PREFIX, RUN)
 ROWS = 16
@@ -70,14 +79,41 @@ def test_save_verdict_keeps_the_verdict_under_gates_and_makes_it_the_latest(
 def test_a_later_verdict_of_the_same_attempt_replaces_the_latest_and_both_are_kept(
         store: MemoryStore) -> None:
     first = _verdict(1, "2026-12-01T10:00:00.000Z", status="failed")
-    second = _verdict(1, "2026-12-01T11:00:00.000Z")
-
     save_verdict(store, LAYOUT, first)
+    # The second gate began after the first verdict was written (it saw its ETag).
+    second = replace(_verdict(1, "2026-12-01T11:00:00.000Z"),
+                     prior_etag=store.head(LAYOUT.gate_key).etag)
+
     _, latest = save_verdict(store, LAYOUT, second)
 
     assert latest
     assert _latest(store)["token"] == second.token
     assert len(_history(store)) == 2
+
+
+def test_a_passing_verdict_never_replaces_a_failing_one_written_while_it_ran(
+        store: MemoryStore) -> None:
+    # Gate A began with no verdict there; gate B began later, saw a member gone, and finished
+    # first. A's pass, however late its clock says it finished, must not hide B's failure.
+    slow_pass = _verdict(1, "2026-12-01T23:00:00.000Z")
+    fast_fail = _verdict(1, "2026-12-01T10:00:00.000Z", status="failed")
+    save_verdict(store, LAYOUT, fast_fail)
+
+    history, latest = save_verdict(store, LAYOUT, slow_pass)
+
+    assert not latest and history in _history(store)
+    assert _latest(store)["token"] == fast_fail.token
+
+
+def test_a_host_clock_ahead_cannot_pin_a_passing_verdict(store: MemoryStore) -> None:
+    ahead = _verdict(1, "2027-12-01T10:00:00.000Z")  # a host whose clock is a year ahead
+    save_verdict(store, LAYOUT, ahead)
+    later = replace(_verdict(1, "2026-12-01T10:00:00.000Z", status="failed"),
+                    prior_etag=store.head(LAYOUT.gate_key).etag)
+
+    _, latest = save_verdict(store, LAYOUT, later)
+
+    assert latest and _latest(store)["status"] == "failed"
 
 
 def test_an_older_attempts_verdict_does_not_replace_a_newer_attempts_but_is_kept(
@@ -142,7 +178,7 @@ def _gated_run(store: MemoryStore, members: list[str] = MEMBERS, *,
                     schema=record.schema_digest)
     refs = {m: persist_member(store, spec, m) for m in members}
     if ledger:
-        write_ledger(store, LAYOUT, Ledger(RUN, 1, "npz", {
+        write_claimed(store, LAYOUT, Ledger(RUN, 1, "npz", {
             m: LedgerEntry(r.key, r.checksum, r.bytes, r.schema, r.run_attempt)
             for m, r in refs.items() if isinstance(r, PredictionRef)}))
     verdict = gate_from_store(store, LAYOUT, members=MEMBERS, codec="npz")
