@@ -212,10 +212,11 @@ def test_corrupt_objects_are_invalid_with_their_error_class(
                for m, e in events.items())
     (gate,) = result.named("s43_gate_outcome")
     assert gate["shortfall"] == 5 and gate["severity"] == "error"
-    # With no record and no ledger (a run named by --expected alone) each object is checked
-    # against its own metadata: the pickle gets as far as the decoder, which refuses it.
-    store.delete(layout.manifest_key)
-    store.delete(layout.ledger_key(1))
+    # With no s43 history at all (no record, attempt or ledger: objects put there by hand, named
+    # by --expected alone) each object is checked against its own metadata: the pickle gets as
+    # far as the decoder, which refuses it.
+    for control in (layout.manifest_key, layout.ledger_key(1), layout.attempt_key(1)):
+        store.delete(control)
     bare = cli("gate", *store_args, "--run-id", "corrupt", "--expected", "7", "--format", "npz",
                "--json")
     assert bare.code == 1, bare.stderr
@@ -292,7 +293,8 @@ def test_the_gate_over_10000_members_completes(cli: Cli, store_args: list[str],
     # The run as a driver leaves it: its record, attempt 1, the objects bound to it, the ledger.
     claim_run(store, layout, RunManifest.new("load-10k", tuple(members), "arrow", 16,
                                              "tests:by-hand"))
-    attempt = claim_attempt(store, layout, "first").number
+    claimed = claim_attempt(store, layout, "first")
+    attempt = claimed.number
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(lambda m: store.put(
             layout.member_key(m, "arrow"), payload,
@@ -300,7 +302,7 @@ def test_the_gate_over_10000_members_completes(cli: Cli, store_args: list[str],
             s3_checksum=encoded.s3_checksum), members))
     write_ledger(store, layout, Ledger("load-10k", attempt, "arrow", entries={
         m: LedgerEntry(layout.member_key(m, "arrow"), encoded.checksum, encoded.nbytes, digest,
-                       attempt) for m in members}))
+                       attempt) for m in members}, cohort=tuple(members), token=claimed.token))
     result = cli("gate", *store_args, "--run-id", "load-10k", "--json")
     assert result.code == 0, result.stderr[-2000:]
     s = result.summary

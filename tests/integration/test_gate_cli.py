@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import CliResult
+from helpers import CliResult, control_keys_under, keys_under
 
 from s43_ray.config import StoreConfig
 from s43_ray.store import S3Store
@@ -85,9 +85,8 @@ def test_gate_expected_count_must_agree_with_the_run_record(cli: Cli, store_args
     assert bytes(store.get(f"{store_cfg.prefix}/g-expected/_gate.json")[0]) == verdict_ok
 
 
-def test_gate_without_manifest_uses_expected_count(cli: Cli, store_args: list[str],
-                                                   store: S3Store,
-                                                   store_cfg: StoreConfig) -> None:
+def test_gate_of_a_run_that_lost_its_manifest_uses_its_ledgers_cohort(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
     finished_run(cli, store_args, "g-nomanifest", size=2)
     store.delete(f"{store_cfg.prefix}/g-nomanifest/_run.json")
 
@@ -95,10 +94,26 @@ def test_gate_without_manifest_uses_expected_count(cli: Cli, store_args: list[st
     with_count = cli("gate", "--run-id", "g-nomanifest", "--expected", "2", "--json",
                      *store_args)
 
+    assert without.code == 0, without.stderr
+    assert without.summary["cohort_count"] == 2 and without.summary["basis"] == "ledger"
+    assert with_count.code == 0, with_count.stderr
+
+
+def test_gate_of_objects_with_no_s43_history_needs_the_expected_count(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    finished_run(cli, store_args, "g-bare", size=2)
+    for control in keys_under(store, f"{store_cfg.prefix}/g-bare/_") + control_keys_under(
+            store, f"{store_cfg.prefix}/g-bare/"):
+        store.delete(control)
+
+    without = cli("gate", "--run-id", "g-bare", "--json", *store_args)
+    with_count = cli("gate", "--run-id", "g-bare", "--expected", "2", "--json", *store_args)
+
     assert without.code == 2
-    assert "--expected" in without.stderr and "g-nomanifest" in without.stderr
+    assert "--expected" in without.stderr and "g-bare" in without.stderr
     assert with_count.code == 0, with_count.stderr
     assert with_count.summary["cohort_count"] == 2
+    assert with_count.summary["basis"] == "metadata"
 
 
 def test_gate_on_unknown_run_fails_with_every_member_missing(cli: Cli,
