@@ -32,11 +32,12 @@ import numpy as np
 
 from .codec import Codec
 from .config import Secret, StoreConfig
-from .gate import GATE_CONCURRENCY, Expectation, VerifyMode, run_gate
+from .gate import GATE_CONCURRENCY, run_gate
 from .keys import member_names
 from .predict import DEFAULT_PREDICTOR
 from .store import S3Store, _client
 from .task import PredictionRef, TaskSpec, persist_member
+from .verify import Expectation, VerifyMode
 
 # Local Ray for the cohort: the benchmark machine's cores (2 here), set explicitly.
 COHORT_NUM_CPUS = 2

@@ -36,11 +36,11 @@ from . import codec as codecs
 from .bench_timing import Op
 from .codec import Codec
 from .config import StoreConfig
-from .gate import Expectation, _verify_one
 from .keys import RunLayout
 from .predict import default_predictor
 from .store import S3Store, _client
 from .task import PredictionRef, TaskSpec, persist_member
+from .verify import Expectation, verify_member
 
 # Bytes per row of the default predictor's record: int64 index, float32 prediction, int8 label.
 RECORD_BYTES_PER_ROW = 13
@@ -197,7 +197,7 @@ def _ours(env: Env, p: Payload, codec: Codec) -> OpPair:
 
     def read(slot: str) -> Mapping[str, float]:
         t0 = time.perf_counter()
-        check = _verify_one(env.store, slot, layout.member_key(slot, codec), codec,
+        check = verify_member(env.store, slot, layout.member_key(slot, codec), codec,
                             refs.get(slot), "full")
         total = time.perf_counter() - t0
         if check.status != "ok":

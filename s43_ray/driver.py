@@ -31,16 +31,18 @@ from .codec import Codec
 from .config import AnyStoreConfig
 from .errors import ClusterError, CodecMismatch, InputError, S43Error, StoreUnreachable
 from .fanout import STALL_TIMEOUT_S, WAIT_BATCH, fan_out, first_line
-from .gate import GateSpec, Verdict, VerifyMode, gate_from_store, gate_task, run_gate
+from .gate import GateSpec, Verdict, gate_from_store, gate_task, run_gate
 from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
 from .outcome import SavedVerdict, persist_verdict, report_verdict, summarize
 from .predict import declared_schema, load_predictor
 from .progress import Progress
-from .store import Store, open_store
+from .store import open_store
+from .storebase import Store
 from .summary import Summary
 from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec
+from .verify import VerifyMode
 
 __all__ = ["STALL_TIMEOUT_S", "WAIT_BATCH", "RunConfig", "gate_existing", "probe_address",
            "ray_session", "run_cohort", "summarize"]

@@ -22,7 +22,7 @@ from .errors import (
     StoreError,
     StoreUnreachable,
 )
-from .store import ObjectInfo, finished_within, precondition_failed, put_condition
+from .storebase import ObjectInfo, finished_within, precondition_failed, put_condition
 
 # Control folders under a file store's root, outside every prefix: user metadata of each object
 # (what S3 keeps in its headers), and temporary files renamed into place when complete.

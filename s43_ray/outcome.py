@@ -10,7 +10,7 @@ from .config import AnyStoreConfig
 from .errors import INFRA_ERROR_CLASSES, S43Error
 from .gate import Verdict
 from .keys import RunLayout
-from .store import Store
+from .storebase import Store
 from .summary import Summary, latency_stats
 from .task import PersistFailure, PersistOutcome, PredictionRef
 from .verdicts import save_verdict

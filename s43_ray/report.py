@@ -35,7 +35,7 @@ from .events import rfc3339
 from .keys import RunLayout
 from .ledger import Ledger, attempt_numbers, latest_ledger, read_ledger
 from .manifest import RunManifest, read_manifest
-from .store import ObjectInfo, Store
+from .storebase import ObjectInfo, Store
 from .summary import human_size
 from .verdicts import recheck
 

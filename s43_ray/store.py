@@ -1,28 +1,20 @@
-"""The store boundary: the operations the project uses, an S3 implementation, a memory one.
+"""The S3 store: :class:`~s43_ray.storebase.Store` over boto3 (and obstore for GETs), and
+:func:`open_store`, the one door from a config to a store.
 
-Everything above this module sees :class:`Store` and the project's own errors
-(:mod:`s43_ray.errors`); botocore's exceptions stop here, translated by :func:`_translate`.
-
-Conditional writes: ``put(..., if_none_match=True)`` creates a key only if it is absent
-(``If-None-Match: *``), ``put(..., if_match=etag)`` replaces an object only if it is still the one
-whose ETag the caller read (``If-Match``). A refused condition raises
-:class:`~s43_ray.errors.PreconditionFailed`. ETags are kept exactly as the store sends them
-(quotes included), so one read from :class:`ObjectInfo` or returned by ``put`` goes back as
-``if_match`` unchanged.
+Everything above the store boundary sees :class:`~s43_ray.storebase.Store` and the project's
+own errors (:mod:`s43_ray.errors`); botocore's exceptions stop here, translated by
+:func:`_translate`. Conditional writes and ETags: see :mod:`s43_ray.storebase`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import boto3
@@ -46,18 +38,23 @@ from .errors import (
     InputError,
     NoSuchBucket,
     ObjectNotFound,
-    PreconditionFailed,
     SseKeyRequired,
     StoreError,
     StoreUnreachable,
     Throttled,
     sse_read_error,
 )
+from .filestore import FileStore
+from .storebase import (
+    IF_NONE_MATCH,
+    ObjectInfo,
+    finished_within,
+    precondition_failed,
+    put_condition,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-    from .filestore import FileStore
 
 log = logging.getLogger("s43_ray.store")
 
@@ -69,98 +66,8 @@ LIST_PAGE_SIZE = 1000
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 # A conditional write refused (412), or lost to a concurrent conditional write (AWS: 409).
 _PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
-_IF_NONE_MATCH = "If-None-Match: *"
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken", "AccountProblem"}
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What HEAD or LIST says of an object."""
-
-    key: str
-    size: int
-    metadata: Mapping[str, str] = field(default_factory=dict)  # empty from LIST
-    last_modified: float | None = None  # epoch seconds
-    s3_checksum: str | None = None  # the store's own CRC64NVME (base64), when it keeps one
-    etag: str | None = None  # as the store sends it, quotes included: usable as ``if_match``
-
-
-class Store(Protocol):
-    """The operations the task, the gate and the benchmark depend on."""
-
-    @property
-    def url(self) -> str: ...
-
-    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
-            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
-            if_none_match: bool = False, if_match: str | None = None) -> str | None:
-        """Write ``body`` whole under ``key`` (overwriting), with user metadata; returns the new
-        object's ETag when the store reports one.
-
-        ``if_none_match=True``: only if ``key`` does not exist; ``if_match=etag``: only if the
-        current object's ETag is ``etag``. A refused condition raises
-        :class:`PreconditionFailed` naming the key and the condition."""
-
-    def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
-        """Read an object whole (``size_hint``: its size, when the caller knows it).
-        Raises :class:`ObjectNotFound`."""
-
-    def head(self, key: str) -> ObjectInfo:
-        """Metadata of an object. Raises :class:`ObjectNotFound`."""
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every key under ``prefix``, paginated, in key order."""
-
-    def delete(self, key: str) -> None:
-        """Remove a key; absent keys are not an error."""
-
-    def check(self) -> None:
-        """Fail fast with a :class:`StoreError` if the bucket cannot be listed."""
-
-    def probe(self, timeout: float) -> None:
-        """One cheap request proving the store answers now, within ``timeout`` seconds and
-        without retries. Raises :class:`StoreUnreachable` (or e.g. :class:`AccessDenied`)."""
-
-
-def put_condition(if_none_match: bool, if_match: str | None) -> str | None:
-    """The condition of a ``put`` as its HTTP header (for messages); None when unconditional."""
-    if if_none_match and if_match is not None:
-        raise ValueError("put takes if_none_match or if_match, not both")
-    if if_match is not None and not if_match:
-        raise ValueError("put(if_match=...) needs an ETag, got an empty string")
-    if if_none_match:
-        return _IF_NONE_MATCH
-    return f"If-Match: {if_match}" if if_match is not None else None
-
-
-def precondition_failed(where: str, why: str, condition: str) -> PreconditionFailed:
-    """The one wording of a refused conditional write, whichever store refused it."""
-    return PreconditionFailed(f"{where}: precondition failed: {why} ({condition})")
-
-
-def finished_within(seconds: float, call: Callable[[], None]) -> bool:
-    """Run ``call`` in a daemon thread and wait at most ``seconds``: True when it returned,
-    its exception re-raised here, False when it is still running (it is left to finish on its
-    own). For probes, whose callers must get an answer in time whatever blocks (a hung mount,
-    a DNS lookup, a credential provider)."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            call()
-            outcome.append(None)
-        except BaseException as exc:  # handed to the waiting thread
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, name="s43-store-probe", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if not outcome:
-        return False
-    if outcome[0] is not None:
-        raise outcome[0]
-    return True
 
 
 # --- S3 ---------------------------------------------------------------------------------------
@@ -258,7 +165,7 @@ def _translate(exc: Exception, *, op: str, target: str, endpoint: str,
             if code == "ConditionalRequestConflict":
                 why, condition = ("a concurrent conditional write to the key won",
                                   "; ".join(filter(None, [code, condition])))
-            elif condition == _IF_NONE_MATCH:
+            elif condition == IF_NONE_MATCH:
                 why = "the key already exists"
             elif condition:
                 why = "the object changed or was deleted since its ETag was read"
@@ -266,7 +173,7 @@ def _translate(exc: Exception, *, op: str, target: str, endpoint: str,
                 why, condition = "a condition did not hold", code
             return precondition_failed(where, why, condition)
         if code in _NOT_FOUND:
-            if condition and condition != _IF_NONE_MATCH:
+            if condition and condition != IF_NONE_MATCH:
                 return precondition_failed(where, "the key does not exist", condition)
             return ObjectNotFound(f"{where}: not found")
         if code == "NoSuchBucket":
@@ -519,94 +426,4 @@ def admin_create_bucket(cfg: StoreConfig, bucket: str) -> None:
 
 def open_store(cfg: AnyStoreConfig) -> S3Store | FileStore:
     """The store a config names: S3, or a directory for ``file://``."""
-    from .filestore import FileStore
-
     return FileStore(cfg) if isinstance(cfg, FileStoreConfig) else S3Store(cfg)
-
-
-# --- in memory, for pure unit tests -----------------------------------------------------------
-
-_MemoryEntry = tuple[bytes, dict[str, str], float]
-
-
-class MemoryStore:
-    """A dict-backed :class:`Store` for pure unit tests; not for production.
-
-    ``objects`` maps a key to (body, metadata, time written); tests may replace entries
-    directly. Each write gets a new ETag (``"<md5>-<write number>"``), an entry replaced
-    directly included, so ``if_match`` sees every change, even to identical bytes."""
-
-    def __init__(self, bucket: str = "memory") -> None:
-        self.bucket = bucket
-        self.objects: dict[str, _MemoryEntry] = {}
-        self._etags: dict[str, tuple[_MemoryEntry, str]] = {}  # the entry an ETag was given to
-        self._writes = 0
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"memory://{self.bucket}"
-
-    def _etag(self, key: str, entry: _MemoryEntry) -> str:
-        """The ETag of ``entry`` (under the lock): a new one for an entry not seen before."""
-        known = self._etags.get(key)
-        if known is not None and known[0] is entry:
-            return known[1]
-        self._writes += 1
-        etag = f'"{hashlib.md5(entry[0]).hexdigest()}-{self._writes}"'
-        self._etags[key] = (entry, etag)
-        return etag
-
-    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
-            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
-            if_none_match: bool = False, if_match: str | None = None) -> str | None:
-        condition = put_condition(if_none_match, if_match)
-        where = f"PUT {self.url}/{key}"
-        entry = (bytes(body), dict(metadata), time.time())
-        with self._lock:
-            current = self.objects.get(key)
-            if if_none_match and current is not None:
-                raise precondition_failed(where, "the key already exists", _IF_NONE_MATCH)
-            if if_match is not None and condition is not None:
-                if current is None:
-                    raise precondition_failed(where, "the key does not exist", condition)
-                now = self._etag(key, current)
-                if now != if_match:
-                    raise precondition_failed(
-                        where, f"the object changed since its ETag was read (now {now})",
-                        condition)
-            self.objects[key] = entry
-            return self._etag(key, entry)
-
-    def _entry(self, key: str, op: str) -> tuple[_MemoryEntry, str]:
-        with self._lock:
-            if key not in self.objects:
-                raise ObjectNotFound(f"{op} {self.url}/{key}: not found")
-            entry = self.objects[key]
-            return entry, self._etag(key, entry)
-
-    def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
-        (body, meta, ts), etag = self._entry(key, "GET")
-        return memoryview(body), ObjectInfo(key, len(body), meta, ts, etag=etag)
-
-    def head(self, key: str) -> ObjectInfo:
-        (body, meta, ts), etag = self._entry(key, "HEAD")
-        return ObjectInfo(key, len(body), meta, ts, etag=etag)
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        with self._lock:
-            items = sorted((k, len(v[0]), v[2], self._etag(k, v))
-                           for k, v in self.objects.items() if k.startswith(prefix))
-        for key, size, ts, etag in items:
-            yield ObjectInfo(key, size, {}, ts, etag=etag)
-
-    def delete(self, key: str) -> None:
-        with self._lock:
-            self.objects.pop(key, None)
-            self._etags.pop(key, None)
-
-    def check(self) -> None:
-        return None
-
-    def probe(self, timeout: float) -> None:
-        return None

@@ -28,7 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import EXIT_PASSED, InputError
 from .events import rfc3339
 from .keys import CONTROL_DIRS, GATE_OBJECT, MANIFEST_OBJECT
-from .store import ObjectInfo, S3Store, Store, _client, _translate
+from .store import S3Store, _client, _translate
+from .storebase import ObjectInfo, Store
 from .summary import human_size
 
 # Units of --older-than: days, hours, minutes.

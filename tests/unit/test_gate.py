@@ -10,10 +10,12 @@ from s43_ray.codec import Codec
 from s43_ray.config import StoreConfig
 from s43_ray.driver import summarize
 from s43_ray.errors import InputError, StoreUnreachable
-from s43_ray.gate import Expectation, Verdict, run_gate
+from s43_ray.gate import Verdict, run_gate
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.store import MemoryStore, ObjectInfo
+from s43_ray.memstore import MemoryStore
+from s43_ray.storebase import ObjectInfo
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
+from s43_ray.verify import Expectation
 
 PREFIX = "p"
 RUN = "manual__2026-11-28T10:00:00+00:00"

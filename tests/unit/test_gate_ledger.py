@@ -10,13 +10,15 @@ from s43_ray import codec as codecs
 from s43_ray.codec import Codec
 from s43_ray.config import StoreConfig
 from s43_ray.errors import InputError
-from s43_ray.gate import VerifyMode, gate_from_store
+from s43_ray.gate import gate_from_store
 from s43_ray.keys import RunLayout, member_names
 from s43_ray.ledger import Attempt, Ledger, LedgerEntry, write_ledger
 from s43_ray.manifest import RunManifest, claim_run
+from s43_ray.memstore import MemoryStore
 from s43_ray.predict import DEFAULT_PREDICTOR, declared_schema, default_predictor
-from s43_ray.store import MemoryStore, ObjectInfo
+from s43_ray.storebase import ObjectInfo
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
+from s43_ray.verify import VerifyMode
 
 PREFIX = "p"
 

@@ -20,7 +20,7 @@ from s43_ray.ledger import (
     read_ledger,
     write_ledger,
 )
-from s43_ray.store import MemoryStore
+from s43_ray.memstore import MemoryStore
 
 
 def write_claimed(store: MemoryStore, layout: RunLayout, ledger: Ledger) -> None:

@@ -20,7 +20,7 @@ from s43_ray.lifecycle import (
     parse_age,
     validate_rule_doc,
 )
-from s43_ray.store import MemoryStore
+from s43_ray.memstore import MemoryStore
 from s43_ray.sweep import gc_runs
 
 DAY = 86_400

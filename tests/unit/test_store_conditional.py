@@ -26,7 +26,9 @@ from s43_ray.errors import (
     StoreUnreachable,
 )
 from s43_ray.filestore import FILE_TMP_DIR, FileStore
-from s43_ray.store import MemoryStore, S3Store, Store, _translate
+from s43_ray.memstore import MemoryStore
+from s43_ray.store import S3Store, _translate
+from s43_ray.storebase import Store
 
 KEY = "p/run/claim.json"
 

@@ -1,0 +1,115 @@
+"""The store boundary's shape: what every store offers, whatever it is built on.
+
+:class:`Store` is the protocol the task, the gate, the reports and the benchmark depend on;
+:class:`ObjectInfo` is what a HEAD or a LIST says of an object. Implementations:
+:mod:`s43_ray.store` (S3 through boto3 and obstore), :mod:`s43_ray.filestore` (a shared
+folder), :mod:`s43_ray.memstore` (pure unit tests).
+
+Conditional writes: ``put(..., if_none_match=True)`` creates a key only if it is absent
+(``If-None-Match: *``), ``put(..., if_match=etag)`` replaces an object only if it is still the one
+whose ETag the caller read (``If-Match``). A refused condition raises
+:class:`~s43_ray.errors.PreconditionFailed`. ETags are kept exactly as the store sends them
+(quotes included), so one read from :class:`ObjectInfo` or returned by ``put`` goes back as
+``if_match`` unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import PreconditionFailed
+
+# The condition of a create-if-absent, as messages name it.
+IF_NONE_MATCH = "If-None-Match: *"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What HEAD or LIST says of an object."""
+
+    key: str
+    size: int
+    metadata: Mapping[str, str] = field(default_factory=dict)  # empty from LIST
+    last_modified: float | None = None  # epoch seconds
+    s3_checksum: str | None = None  # the store's own CRC64NVME (base64), when it keeps one
+    etag: str | None = None  # as the store sends it, quotes included: usable as ``if_match``
+
+
+class Store(Protocol):
+    """The operations the task, the gate and the benchmark depend on."""
+
+    @property
+    def url(self) -> str: ...
+
+    def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
+            s3_checksum: str | None = None, content_type: str = "application/octet-stream",
+            if_none_match: bool = False, if_match: str | None = None) -> str | None:
+        """Write ``body`` whole under ``key`` (overwriting), with user metadata; returns the new
+        object's ETag when the store reports one.
+
+        ``if_none_match=True``: only if ``key`` does not exist; ``if_match=etag``: only if the
+        current object's ETag is ``etag``. A refused condition raises
+        :class:`PreconditionFailed` naming the key and the condition."""
+
+    def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
+        """Read an object whole (``size_hint``: its size, when the caller knows it).
+        Raises :class:`ObjectNotFound`."""
+
+    def head(self, key: str) -> ObjectInfo:
+        """Metadata of an object. Raises :class:`ObjectNotFound`."""
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every key under ``prefix``, paginated, in key order."""
+
+    def delete(self, key: str) -> None:
+        """Remove a key; absent keys are not an error."""
+
+    def check(self) -> None:
+        """Fail fast with a :class:`StoreError` if the bucket cannot be listed."""
+
+    def probe(self, timeout: float) -> None:
+        """One cheap request proving the store answers now, within ``timeout`` seconds and
+        without retries. Raises :class:`StoreUnreachable` (or e.g. :class:`AccessDenied`)."""
+
+
+def put_condition(if_none_match: bool, if_match: str | None) -> str | None:
+    """The condition of a ``put`` as its HTTP header (for messages); None when unconditional."""
+    if if_none_match and if_match is not None:
+        raise ValueError("put takes if_none_match or if_match, not both")
+    if if_match is not None and not if_match:
+        raise ValueError("put(if_match=...) needs an ETag, got an empty string")
+    if if_none_match:
+        return IF_NONE_MATCH
+    return f"If-Match: {if_match}" if if_match is not None else None
+
+
+def precondition_failed(where: str, why: str, condition: str) -> PreconditionFailed:
+    """The one wording of a refused conditional write, whichever store refused it."""
+    return PreconditionFailed(f"{where}: precondition failed: {why} ({condition})")
+
+
+def finished_within(seconds: float, call: Callable[[], None]) -> bool:
+    """Run ``call`` in a daemon thread and wait at most ``seconds``: True when it returned,
+    its exception re-raised here, False when it is still running (it is left to finish on its
+    own). For probes, whose callers must get an answer in time whatever blocks (a hung mount,
+    a DNS lookup, a credential provider)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="s43-store-probe", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        return False
+    if outcome[0] is not None:
+        raise outcome[0]
+    return True
