@@ -35,13 +35,14 @@ from .gate import GateSpec, Verdict, gate_from_store, gate_task, run_gate
 from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
-from .outcome import SavedVerdict, persist_verdict, report_verdict, summarize
+from .outcome import persist_verdict, report_verdict, summarize
 from .predict import declared_schema, load_predictor
 from .progress import Progress
 from .store import open_store
 from .storebase import Store
 from .summary import Summary
 from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec
+from .verdicts import Saved
 from .verify import VerifyMode
 
 __all__ = ["STALL_TIMEOUT_S", "WAIT_BATCH", "RunConfig", "gate_existing", "probe_address",
@@ -281,7 +282,7 @@ def _await_gate(gate_ref: Any, timeout: float) -> Verdict:
 
 
 def _persist(breaker: Circuit, store: Store, layout: RunLayout, verdict: Verdict,
-             events: ev.EventLog) -> SavedVerdict | None:
+             events: ev.EventLog) -> Saved | None:
     """:func:`persist_verdict`, abandoned (with its error event) if the store hangs."""
     try:
         return _watched(breaker, lambda: persist_verdict(store, layout, verdict, events),

@@ -177,9 +177,12 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
                         and basis != "no_ledger") else FAILED
     reason = _reason(run_id, exp, len(members), count, missing, invalid)
     if basis == "no_ledger":
-        reason = (f"run {run_id!r} has no ledger: no attempt finished gathering its members' "
-                  "references, so nothing can be verified against one; `s43-ray run --run-id "
-                  f"{run_id} --resume` completes it ({reason.split(': ', 1)[-1]})")
+        which = (f": its newest attempt ({attempt}) left no ledger" if attempt
+                 else " has no ledger")
+        reason = (f"run {run_id!r}{which} (its driver stopped before gathering "
+                  "its members' references, or is still running), so nothing can be verified "
+                  f"against one; `s43-ray run --run-id {run_id} --resume` completes it "
+                  f"({reason.split(': ', 1)[-1]})")
     return Verdict(run_id=run_id, store=store.url, codec=codec, expected=exp,
                    cohort_count=count, status=status, reason=reason,
                    missing=missing, invalid=invalid,
@@ -213,11 +216,11 @@ def _reason(run_id: str, expected: int, listed: int, count: int, missing: list[s
 @dataclass(frozen=True)
 class GateBasis:
     """What a gate from the store verifies against: the run's record, an attempt's ledger,
-    whether the run has attempts at all, and the ETag of ``_gate.json`` when the gate began."""
+    the run's newest attempt (0: none), and the ETag of ``_gate.json`` when the gate began."""
 
     record: RunManifest | None
     ledger: Ledger | None
-    has_attempts: bool = False
+    newest_attempt: int = 0
     prior_etag: str | None = None
 
 
@@ -230,8 +233,8 @@ def load_basis(store: Store, layout: RunLayout, attempt: int | None = None) -> G
     record = read_manifest(store, layout)
     ledger = (read_ledger(store, layout, attempt) if attempt is not None
               else latest_ledger(store, layout))
-    has_attempts = bool(attempt_numbers(store, layout)) if ledger is None else True
-    return GateBasis(record, ledger, has_attempts, prior)
+    newest = max(attempt_numbers(store, layout), default=0)
+    return GateBasis(record, ledger, newest, prior)
 
 
 def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], codec: Codec,
@@ -259,11 +262,18 @@ def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], 
                          "--members/--expected)")
     refs = None
     kind: Basis = "metadata"
-    if ledger is not None:
+    newer = attempt is None and ledger is not None and basis.newest_attempt > ledger.attempt
+    if ledger is not None and not newer:
         kind = "ledger"
         refs = {m: Expectation(e.checksum, e.bytes, e.schema, e.attempt)
                 for m, e in ledger.entries.items()}
-    elif basis.record is not None or basis.has_attempts:
+    elif ledger is not None:
+        # A newer attempt started after this ledger and left none (its driver died, or is
+        # still running): what the store holds now is that attempt's, unrecorded.
+        kind = "no_ledger"
+        ledger = None
+        attempt = basis.newest_attempt
+    elif basis.record is not None or basis.newest_attempt:
         kind = "no_ledger"  # a run s43 started, whose driver never recorded what it gathered
     declared = basis.record.schema_digest if basis.record else ""
     return run_gate(store, run_id=layout.run_id, prefix=layout.prefix, members=members,

@@ -91,8 +91,10 @@ def attempt_numbers(store: Store, layout: RunLayout) -> list[int]:
 def claim_attempt(store: Store, layout: RunLayout, kind: AttemptKind) -> Attempt:
     """Claim the next attempt number with ``If-None-Match: *``; racing drivers get distinct
     numbers."""
-    numbers = attempt_numbers(store, layout)
-    number = (numbers[-1] if numbers else 0) + 1
+    # Past every number the run has used: a ledger whose attempt record was deleted still
+    # holds its number (reclaiming it would end in a ledger that cannot be written).
+    numbers = attempt_numbers(store, layout) + ledger_numbers(store, layout)
+    number = max(numbers, default=0) + 1
     token = secrets.token_hex(8)
     for _ in range(CLAIM_ATTEMPT_TRIES):
         attempt = Attempt(layout.run_id, number, kind, rfc3339_now(), holder_name(), token)

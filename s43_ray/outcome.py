@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from . import events as ev
 from .config import AnyStoreConfig
@@ -13,7 +12,7 @@ from .keys import RunLayout
 from .storebase import Store
 from .summary import Summary, latency_stats
 from .task import PersistFailure, PersistOutcome, PredictionRef
-from .verdicts import save_verdict
+from .verdicts import Saved, save_verdict
 
 
 def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) -> None:
@@ -42,35 +41,30 @@ def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) 
                 store=verdict.store, endpoint=endpoint)
 
 
-@dataclass(frozen=True)
-class SavedVerdict:
-    """Where a verdict was kept, and whether it is ``_gate.json`` (the latest) too."""
-
-    history_key: str
-    latest: bool
-
-
 def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
-                    events: ev.EventLog) -> SavedVerdict | None:
+                    events: ev.EventLog) -> Saved | None:
     """Keep the verdict (``_gates/``) and make it ``_gate.json`` unless the one there must stay;
     an error event (never an exception) and None if the store refuses."""
     try:
-        history, latest = save_verdict(store, layout, verdict)
+        saved = save_verdict(store, layout, verdict)
     except S43Error as exc:
         events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
                     error_class=exc.error_class, message=str(exc), status=verdict.status,
                     store=store.url)
         return None
-    events.emit(ev.GATE_PERSISTED, key=layout.gate_key if latest else history,
-                history_key=history, latest=latest, status=verdict.status,
-                attempt=verdict.attempt)
-    return SavedVerdict(history, latest)
+    superseded = verdict.passed and not saved.latest
+    events.emit(ev.GATE_PERSISTED, "warning" if superseded else "info",
+                key=layout.gate_key if saved.latest else saved.history_key,
+                history_key=saved.history_key, latest=saved.latest, status=verdict.status,
+                attempt=verdict.attempt, latest_attempt=saved.latest_attempt or None,
+                latest_status=saved.latest_status or None)
+    return saved
 
 
 def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
               gate_persisted: bool, wall: float,
               outcomes: Mapping[str, PersistOutcome] | None = None,
-              saved: SavedVerdict | None = None) -> Summary:
+              saved: Saved | None = None) -> Summary:
     refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
     failed = [o for o in (outcomes or {}).values() if isinstance(o, PersistFailure)]
     failures = {o.member: f"{o.error_class}: {o.message}" for o in failed}
@@ -81,10 +75,20 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate
              if c.status != "ok" and c.error_class in INFRA_ERROR_CLASSES}
     infra |= {o.member for o in failed
               if o.error_class in INFRA_ERROR_CLASSES and o.member not in counted}
+    status, reason = verdict.status, verdict.reason
+    if verdict.passed and saved is not None and not saved.latest:
+        # This gate passed, but the run's latest verdict is another: a newer attempt's, or a
+        # failing one another gate of this attempt wrote meanwhile. Nothing vouches for the
+        # cohort now but that verdict: this command does not report a pass.
+        status = "failed"
+        reason = (f"run {verdict.run_id!r}: superseded: this gate passed (attempt "
+                  f"{verdict.attempt}), but {gate_key} holds attempt {saved.latest_attempt}'s "
+                  f"verdict ({saved.latest_status or 'unknown'}), written meanwhile; "
+                  f"`s43-ray report --run-id {verdict.run_id}` says what holds now")
     return Summary(
-        run_id=verdict.run_id, status=verdict.status, expected=verdict.expected,
+        run_id=verdict.run_id, status=status, expected=verdict.expected,
         cohort_count=verdict.cohort_count, missing=verdict.missing, invalid=verdict.invalid,
-        unexpected=verdict.unexpected, persist_failed=failures, reason=verdict.reason,
+        unexpected=verdict.unexpected, persist_failed=failures, reason=reason,
         command=command,
         codec=verdict.codec, store=store_cfg.url, endpoint=store_cfg.endpoint_url,
         bytes_written=sum(r.bytes for r in refs), bytes_read=sum(c.bytes for c in read),

@@ -266,8 +266,9 @@ def _build(store: Store, layout: RunLayout, head: bool, concurrency: int,
     if manifest is None and verdict is None and not listed:
         raise InputError(f"run {layout.run_id!r} does not exist in {store.url}: nothing under "
                          f"{layout.run_prefix}; expected the id of a run started earlier")
-    checks = {str(c.get("member")): c for c in (verdict or {}).get("checks", [])
-              if isinstance(c, dict)}
+    raw_checks = (verdict or {}).get("checks")
+    checks = {str(c.get("member")): c for c in
+              (raw_checks if isinstance(raw_checks, list) else []) if isinstance(c, dict)}
     codec = manifest.codec if manifest else str((verdict or {}).get("codec") or "")
     by_member: dict[str, ObjectInfo] = {}
     unexpected: list[str] = []

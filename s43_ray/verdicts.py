@@ -15,6 +15,7 @@ what it claims, or that names another run, is reported as such.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ObjectNotFound, PreconditionFailed, StoreError
@@ -57,10 +58,20 @@ def _keeps_latest(current: ObjectInfo, verdict: Verdict) -> bool:
             and current.metadata.get("s43-status") != PASSED)
 
 
-def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> tuple[str, bool]:
+@dataclass(frozen=True)
+class Saved:
+    """Where a verdict was kept, whether it became ``_gate.json``, and if not, what
+    ``_gate.json`` holds instead (its attempt and status)."""
+
+    history_key: str
+    latest: bool
+    latest_attempt: int = 0
+    latest_status: str = ""
+
+
+def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> Saved:
     """Keep ``verdict`` in ``_gates/`` and make it ``_gate.json`` unless the verdict there must
-    stay (see :func:`_keeps_latest`). Returns (history key, whether ``_gate.json`` now holds
-    it). Raises the store's errors."""
+    stay (see :func:`_keeps_latest`). Raises the store's errors."""
     body = verdict.to_json()
     attempt = verdict.attempt or 0
     meta = {"s43-kind": "gate", "s43-status": verdict.status, META_ATTEMPT: str(attempt),
@@ -74,12 +85,14 @@ def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> tuple[str
         except ObjectNotFound:
             current = None
         if current is not None and _keeps_latest(current, verdict):
-            return history, False  # ours is kept in _gates/; the one there stays the latest
+            # Ours is kept in _gates/; the one there stays the latest.
+            return Saved(history, False, _attempt(current.metadata),
+                         current.metadata.get("s43-status", ""))
         try:
             store.put(layout.gate_key, body, metadata=meta, content_type="application/json",
                       if_none_match=current is None,
                       if_match=current.etag if current is not None else None)
-            return history, True
+            return Saved(history, True)
         except PreconditionFailed:
             continue  # another gate wrote in between: look again
     raise StoreError(f"{layout.gate_key} in {store.url} kept changing under "
@@ -93,7 +106,10 @@ def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None
     problems: list[str] = []
     if record.get("run_id") != run_id:
         problems.append(f"the verdict names run {record.get('run_id')!r}; expected {run_id!r}")
-    checks = [c for c in record.get("checks") or [] if isinstance(c, Mapping)]
+    raw = record.get("checks")
+    if not isinstance(raw, list):
+        problems.append(f"the verdict's checks are {type(raw).__name__}, not a list")
+    checks = [c for c in (raw if isinstance(raw, list) else []) if isinstance(c, Mapping)]
     members = [str(c.get("member")) for c in checks]
     ok = [c for c in checks if c.get("status") == "ok"]
     if manifest is not None and sorted(members) != sorted(manifest.members):

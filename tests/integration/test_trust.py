@@ -467,7 +467,7 @@ def test_a_verdict_from_a_host_whose_clock_is_ahead_does_not_hide_a_later_failur
     layout = RunLayout(store_cfg.prefix, "skew")
     ahead = replace(gate_from_store(store, layout, members=member_names(3), codec="arrow"),
                     finished_at="2099-01-01T00:00:00.000Z")
-    assert save_verdict(store, layout, ahead)[1]  # a gate on a host a lifetime ahead
+    assert save_verdict(store, layout, ahead).latest  # a gate on a host a lifetime ahead
     store.delete(layout.member_key("m00001", "arrow"))
 
     r = gate(cli, store_args, "skew")
@@ -477,19 +477,26 @@ def test_a_verdict_from_a_host_whose_clock_is_ahead_does_not_hide_a_later_failur
     assert r.summary["verdict_latest"] is True
 
 
-def test_a_verdict_that_could_not_become_the_latest_says_where_it_is_kept(
+def test_a_passing_gate_whose_verdict_could_not_become_the_latest_does_not_report_a_pass(
         cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
     assert run(cli, store_args, "pinned", "--cohort-size", "2", "--rows", "100").code == 0
     layout = RunLayout(store_cfg.prefix, "pinned")
     body, info = store.get(layout.gate_key)
-    store.put(layout.gate_key, bytes(body), metadata={**info.metadata, "s43-attempt": "99"})
+    # _gate.json now holds a newer attempt's verdict (a failing one), written meanwhile.
+    store.put(layout.gate_key, bytes(body), metadata={**info.metadata, "s43-attempt": "99",
+                                                      "s43-status": "failed"})
 
     r = gate(cli, store_args, "pinned")
     human = cli("gate", "--run-id", "pinned", *store_args).stdout
 
-    assert r.code == 0 and r.summary["verdict_latest"] is False
+    assert r.code == 1 and r.summary["status"] == "failed"
+    assert r.summary["cohort_count"] == 2 and r.summary["verdict_latest"] is False
+    assert "superseded: this gate passed" in r.summary["reason"]
+    assert "holds attempt 99's verdict (failed)" in r.summary["reason"]
     assert "/_gates/" in r.summary["verdict_key"]
     assert "(kept; " in human and "_gate.json holds a newer" in human
+    (persisted,) = r.named("s43_gate_persisted")
+    assert persisted["severity"] == "warning" and persisted["latest"] is False
 
 
 def test_a_ledger_of_an_attempt_nobody_claimed_is_refused(
@@ -506,13 +513,51 @@ def test_a_ledger_of_an_attempt_nobody_claimed_is_refused(
     assert latest_verdict(store, layout)["attempt"] == 1
 
 
-def test_report_says_stale_when_a_newer_attempt_started_after_the_verdict(
+def test_a_newer_attempt_that_left_no_ledger_fails_gate_and_report_until_resumed(
         cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
     assert run(cli, store_args, "newer", "--cohort-size", "2", "--rows", "100").code == 0
     layout = RunLayout(store_cfg.prefix, "newer")
-    claim_attempt(store, layout, "rerun")  # a second driver started, and has not gated yet
+    claim_attempt(store, layout, "rerun")  # a second driver started, and died before its ledger
 
     rep = cli("report", "--run-id", "newer", "--json", *store_args)
+    g = gate(cli, store_args, "newer")
 
     assert rep.code == 1 and rep.summary["status"] == "stale"
     assert all("attempt 2 ran after the verdict" in m["changed"] for m in rep.summary["members"])
+    assert g.code == 1 and g.summary["basis"] == "no_ledger"
+    assert "newest attempt (2) left no ledger" in g.summary["reason"]
+    assert "--resume" in g.summary["reason"]
+    resumed = run(cli, store_args, "newer", "--cohort-size", "2", "--rows", "100", "--resume")
+    assert resumed.code == 0 and resumed.summary["attempt"] == 3
+    assert cli("report", "--run-id", "newer", *store_args).code == 0
+
+
+def test_a_verdict_whose_checks_are_not_a_list_is_inconsistent_not_a_crash(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    assert run(cli, store_args, "nochecks", "--cohort-size", "2", "--rows", "100").code == 0
+    layout = RunLayout(store_cfg.prefix, "nochecks")
+    for value in (None, 5):
+        record = latest_verdict(store, layout)
+        record["checks"] = value
+        store.put(layout.gate_key, json.dumps(record).encode(),
+                  metadata=dict(store.head(layout.gate_key).metadata))
+
+        rep = cli("report", "--run-id", "nochecks", "--json", *store_args)
+
+        assert rep.code == 1 and rep.summary["status"] == "inconsistent", rep.stderr
+        assert "internal" not in rep.stderr
+
+
+def test_a_resume_after_an_attempt_record_was_deleted_takes_a_fresh_number(
+        cli: Cli, store_args: list[str], store: S3Store, store_cfg: StoreConfig) -> None:
+    flags = ("--cohort-size", "2", "--rows", "100")
+    assert run(cli, store_args, "renumber", *flags).code == 0
+    assert run(cli, store_args, "renumber", *flags, "--resume").code == 0  # attempt 2
+    layout = RunLayout(store_cfg.prefix, "renumber")
+    store.delete(layout.attempt_key(2))
+
+    assert gate(cli, store_args, "renumber").code == 1  # ledger 2: attempt never claimed
+    again = run(cli, store_args, "renumber", *flags, "--resume")
+
+    assert again.code == 0, again.stderr
+    assert again.summary["attempt"] == 3

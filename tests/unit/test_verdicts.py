@@ -66,7 +66,9 @@ def test_save_verdict_keeps_the_verdict_under_gates_and_makes_it_the_latest(
         store: MemoryStore) -> None:
     verdict = _verdict(1, "2026-12-01T10:50:12.345Z", token="abcd0123")
 
-    history, latest = save_verdict(store, LAYOUT, verdict)
+    saved = save_verdict(store, LAYOUT, verdict)
+
+    history, latest = saved.history_key, saved.latest
 
     assert latest
     assert history == f"p/{RUN}/_gates/20261201T105012345Z-a000001-abcd0123.json"
@@ -84,7 +86,9 @@ def test_a_later_verdict_of_the_same_attempt_replaces_the_latest_and_both_are_ke
     second = replace(_verdict(1, "2026-12-01T11:00:00.000Z"),
                      prior_etag=store.head(LAYOUT.gate_key).etag)
 
-    _, latest = save_verdict(store, LAYOUT, second)
+    saved = save_verdict(store, LAYOUT, second)
+
+    _, latest = saved.history_key, saved.latest
 
     assert latest
     assert _latest(store)["token"] == second.token
@@ -99,7 +103,9 @@ def test_a_passing_verdict_never_replaces_a_failing_one_written_while_it_ran(
     fast_fail = _verdict(1, "2026-12-01T10:00:00.000Z", status="failed")
     save_verdict(store, LAYOUT, fast_fail)
 
-    history, latest = save_verdict(store, LAYOUT, slow_pass)
+    saved = save_verdict(store, LAYOUT, slow_pass)
+
+    history, latest = saved.history_key, saved.latest
 
     assert not latest and history in _history(store)
     assert _latest(store)["token"] == fast_fail.token
@@ -111,7 +117,9 @@ def test_a_host_clock_ahead_cannot_pin_a_passing_verdict(store: MemoryStore) -> 
     later = replace(_verdict(1, "2026-12-01T10:00:00.000Z", status="failed"),
                     prior_etag=store.head(LAYOUT.gate_key).etag)
 
-    _, latest = save_verdict(store, LAYOUT, later)
+    saved = save_verdict(store, LAYOUT, later)
+
+    _, latest = saved.history_key, saved.latest
 
     assert latest and _latest(store)["status"] == "failed"
 
@@ -122,7 +130,9 @@ def test_an_older_attempts_verdict_does_not_replace_a_newer_attempts_but_is_kept
     older = _verdict(1, "2026-12-01T11:00:00.000Z")  # finished later, but of attempt 1
     save_verdict(store, LAYOUT, newer)
 
-    history, latest = save_verdict(store, LAYOUT, older)
+    saved = save_verdict(store, LAYOUT, older)
+
+    history, latest = saved.history_key, saved.latest
 
     assert latest is False
     assert _latest(store)["attempt"] == 2 and _latest(store)["status"] == "failed"
@@ -134,7 +144,9 @@ def test_a_verdict_without_an_attempt_does_not_replace_an_attempts_verdict(
         store: MemoryStore) -> None:
     save_verdict(store, LAYOUT, _verdict(1, "2026-12-01T10:00:00.000Z"))
 
-    _, latest = save_verdict(store, LAYOUT, _verdict(None, "2026-12-01T11:00:00.000Z"))
+    saved = save_verdict(store, LAYOUT, _verdict(None, "2026-12-01T11:00:00.000Z"))
+
+    _, latest = saved.history_key, saved.latest
 
     assert latest is False
     assert _latest(store)["attempt"] == 1
