@@ -141,7 +141,9 @@ def _refuse_orphaned_history(store: Store, layout: RunLayout) -> None:
     age-based lifecycle rule): what its cohort was can no longer be proven."""
     prefix = layout.control_dir(ATTEMPTS_DIR)
     found = next(iter(store.list(prefix)), None)
-    if found is not None:
+    # Read the record again: another driver may have created it and claimed its first
+    # attempt between our read of the record and the listing.
+    if found is not None and read_manifest(store, layout) is None:
         raise InputError(f"run {layout.run_id!r} in {store.url} has attempts ({prefix}) but no "
                          f"record ({layout.manifest_key} was deleted or expired): its cohort "
                          "cannot be proven any more; expected a new --run-id")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s43_ray.keys import CONTROL_DIRS
+from s43_ray.keys import CONTROL_DIRS, RunLayout
+from s43_ray.ledger import Attempt, Ledger, write_ledger
+from s43_ray.memstore import MemoryStore
 from s43_ray.store import S3Store
 
 TEST_BUCKET = "s43-test"
@@ -79,3 +83,29 @@ def keys_under(store: S3Store, prefix: str) -> list[str]:
 def control_keys_under(store: S3Store, prefix: str) -> list[str]:
     """The history folders' keys under ``prefix``: attempts, ledgers, kept verdicts."""
     return [o.key for o in store.list(prefix) if any(f"/{d}/" in o.key for d in CONTROL_DIRS)]
+
+
+class WatchedStderr(io.StringIO):
+    """stderr of an in-process run that signals the first member persisted, and the first
+    member that gave up (tests freeze or kill the store at that moment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_persisted = threading.Event()
+        self.first_failed = threading.Event()
+
+    def write(self, s: str) -> int:
+        if '"s43_pred_persisted"' in s:
+            self.first_persisted.set()
+        if '"s43_pred_persist_failed"' in s:
+            self.first_failed.set()
+        return super().write(s)
+
+
+def write_claimed(store: MemoryStore, layout: RunLayout, ledger: Ledger) -> None:
+    """What a driver does: claim the attempt (with the ledger's token), then write its ledger."""
+    if layout.attempt_key(ledger.attempt) not in store.objects:
+        store.put(layout.attempt_key(ledger.attempt),
+                  Attempt(layout.run_id, ledger.attempt, "first", "", "test", ledger.token)
+                  .to_json(), metadata={})
+    write_ledger(store, layout, ledger)

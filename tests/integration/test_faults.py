@@ -24,6 +24,7 @@ from helpers import (
     TEST_BUCKET,
     TEST_IDENTITIES,
     CliResult,
+    WatchedStderr,
     keys_under,
     parse_events,
     run_subprocess,
@@ -45,21 +46,6 @@ Cli = Any
 
 # --- S3 outage mid-run ------------------------------------------------------------------------
 
-class _Watch(io.StringIO):
-    """stderr of an in-process run that signals the first member persisted, and the first
-    member that gave up."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first_persisted = threading.Event()
-        self.first_failed = threading.Event()
-
-    def write(self, s: str) -> int:
-        if '"s43_pred_persisted"' in s:
-            self.first_persisted.set()
-        if '"s43_pred_persist_failed"' in s:
-            self.first_failed.set()
-        return super().write(s)
 
 
 @pytest.fixture
@@ -79,7 +65,7 @@ def test_s3_outage_mid_run_fails_closed_then_resume_completes(own_server: dict[s
     args = ["--store", f"s3://{TEST_BUCKET}/outage", "--endpoint-url", endpoint,
             "--run-id", "outage-1", "--cohort-size", "16", "--rows", "200",
             "--predictor", "tests.predictors:slow", "--max-attempts", "2"]
-    out, err = io.StringIO(), _Watch()
+    out, err = io.StringIO(), WatchedStderr()
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(
         main(["run", *args, "--json"], stdout=out, stderr=err)))

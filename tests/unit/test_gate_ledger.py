@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import write_claimed
 
 from s43_ray import codec as codecs
 from s43_ray.codec import Codec
@@ -12,7 +13,7 @@ from s43_ray.config import StoreConfig
 from s43_ray.errors import InputError
 from s43_ray.gate import gate_from_store
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.ledger import Attempt, Ledger, LedgerEntry, write_ledger
+from s43_ray.ledger import Ledger, LedgerEntry
 from s43_ray.manifest import RunManifest, claim_run
 from s43_ray.memstore import MemoryStore
 from s43_ray.predict import DEFAULT_PREDICTOR, declared_schema, default_predictor
@@ -21,14 +22,6 @@ from s43_ray.task import PredictionRef, TaskSpec, persist_member
 from s43_ray.verify import VerifyMode
 
 PREFIX = "p"
-
-def write_claimed(store: MemoryStore, layout: RunLayout, ledger: Ledger) -> None:
-    """What a driver does: claim the attempt (its token), then write the attempt's ledger."""
-    if layout.attempt_key(ledger.attempt) not in store.objects:
-        store.put(layout.attempt_key(ledger.attempt),
-                  Attempt(layout.run_id, ledger.attempt, "first", "", "test", ledger.token)
-                  .to_json(), metadata={})
-    write_ledger(store, layout, ledger)
 
 RUN = "manual__2026-11-28T10:00:00+00:00"
 OTHER_RUN = "manual__2026-11-29T10:00:00+00:00"

@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+from helpers import write_claimed
 
 from s43_ray.errors import CodecMismatch, PreconditionFailed
 from s43_ray.keys import RunLayout
@@ -18,18 +19,8 @@ from s43_ray.ledger import (
     latest_ledger,
     ledger_numbers,
     read_ledger,
-    write_ledger,
 )
 from s43_ray.memstore import MemoryStore
-
-
-def write_claimed(store: MemoryStore, layout: RunLayout, ledger: Ledger) -> None:
-    """What a driver does: claim the attempt (its token), then write the attempt's ledger."""
-    if layout.attempt_key(ledger.attempt) not in store.objects:
-        store.put(layout.attempt_key(ledger.attempt),
-                  Attempt(layout.run_id, ledger.attempt, "first", "", "test", ledger.token)
-                  .to_json(), metadata={})
-    write_ledger(store, layout, ledger)
 
 RUN = "manual__2026-11-28T10:00:00+00:00"
 LAYOUT = RunLayout("p", RUN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from s43_ray.errors import CodecMismatch, InputError, NoConditionalWrites
 from s43_ray.keys import RunLayout, member_names
 from s43_ray.manifest import RunManifest, check_run, claim_run, read_manifest
 from s43_ray.memstore import MemoryStore
+from s43_ray.storebase import ObjectInfo
 
 RUN = "manual__2026-11-28T10:00:00+00:00"
 LAYOUT = RunLayout("p", RUN)
@@ -171,3 +173,27 @@ def test_check_run_refuses_another_cohort_naming_the_holder_and_writes_nothing()
     assert "rows (1000 -> 2000)" in str(info.value)
     assert first.holder in str(info.value)
     assert store.objects == before
+
+
+class RecordAppearsDuringTheListing(MemoryStore):
+    """Another driver creates the record and claims attempt 1 between our read of the record
+    and our listing of the attempts."""
+
+    def __init__(self, other: RunManifest) -> None:
+        super().__init__()
+        self.other = other
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if prefix.endswith("/_attempts/") and LAYOUT.manifest_key not in self.objects:
+            self.put(LAYOUT.manifest_key, self.other.to_json(), metadata={})
+            self.put(LAYOUT.attempt_key(1), b"{}", metadata={})
+        return super().list(prefix)
+
+
+def test_a_record_created_by_another_driver_meanwhile_is_joined_not_called_orphaned() -> None:
+    other = _manifest()
+    store = RecordAppearsDuringTheListing(other)
+
+    claimed = claim_run(store, LAYOUT, _manifest())
+
+    assert not claimed.created and claimed.record == other
