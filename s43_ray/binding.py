@@ -50,8 +50,9 @@ def binding_metadata(run_id: str, member: str, attempt: int, digest: str) -> dic
 
 
 def object_attempt(meta: Mapping[str, str]) -> int | None:
+    """The attempt an object's (or a verdict's) metadata names; None when it names none."""
     raw = meta.get(META_ATTEMPT, "")
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def check_binding(meta: Mapping[str, str], *, run_id: str, member: str,

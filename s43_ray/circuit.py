@@ -71,6 +71,11 @@ class Circuit:
         self._probe: _Probe | None = None  # the probe in flight, if any
         self._last_probe_end = 0.0
 
+    @classmethod
+    def for_store(cls, store: Store, cfg: CircuitConfig | None = None) -> Circuit:
+        """The circuit of one store: probed with the store's own one-request probe."""
+        return cls(store.probe, cfg, what=f"store {store.url}")
+
     @property
     def is_open(self) -> bool:
         return bool(self.reason)

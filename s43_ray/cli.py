@@ -192,7 +192,7 @@ def _cmd_gate(args: argparse.Namespace, events: EventLog) -> Summary:
     with store_config(args) as store_cfg:
         layout = RunLayout(store_cfg.prefix, run_id)
         store = open_store(store_cfg)
-        breaker = Circuit(store.probe, what=f"store {store_cfg.url}")
+        breaker = Circuit.for_store(store)
         wstore = WatchedStore(store, breaker)
         watched(breaker, wstore.check, what=f"checking {store_cfg.url}")
         manifest = watched(breaker, lambda: read_manifest(wstore, layout),

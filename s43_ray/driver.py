@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
@@ -47,7 +47,6 @@ from .verify import VerifyMode
 
 __all__ = ["STALL_TIMEOUT_S", "WAIT_BATCH", "RunConfig", "gate_existing", "probe_address",
            "ray_session", "run_cohort", "summarize"]
-T = TypeVar("T")
 
 log = logging.getLogger("s43_ray.driver")
 
@@ -167,8 +166,8 @@ def resume_plan(store: Store, layout: RunLayout, cfg: RunConfig, record: RunMani
         if c.attempt not in ledgers:
             number = c.attempt
             try:
-                ledgers[number] = _watched(breaker, partial(read_ledger, store, layout, number),
-                                           f"reading {layout.ledger_key(number)}")
+                ledgers[number] = watched(breaker, partial(read_ledger, store, layout, number),
+                                          what=f"reading {layout.ledger_key(number)}")
             except CodecMismatch:  # a ledger that is not its attempt's vouches for nothing
                 ledgers[number] = Ledger(cfg.run_id, number, cfg.codec, entries={})
         ledger = ledgers[c.attempt]
@@ -179,28 +178,24 @@ def resume_plan(store: Store, layout: RunLayout, cfg: RunConfig, record: RunMani
     return reuse, [m for m in cfg.members if m not in reuse]
 
 
-def _watched(breaker: Circuit, fn: Callable[[], T], what: str) -> T:
-    return watched(breaker, fn, what=what)
-
-
 def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                progress: Progress | None = None) -> Summary:
     """The main job: claim the run, persist every member through S3, write the ledger, then
     gate the cohort from the store."""
     t0 = time.perf_counter()
     store = open_store(store_cfg)
-    breaker = Circuit(store.probe, cfg.circuit, what=f"store {store_cfg.url}")
+    breaker = Circuit.for_store(store, cfg.circuit)
     wstore = WatchedStore(store, breaker)
     # Exit 3 before anything is written if the store is unreachable, refuses, or hangs.
-    _watched(breaker, wstore.check, f"checking {store_cfg.url}")
+    watched(breaker, wstore.check, what=f"checking {store_cfg.url}")
     layout = RunLayout(store_cfg.prefix, cfg.run_id)
     schema = declared_schema(load_predictor(cfg.predictor), cfg.rows)
     wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows, cfg.predictor,
                              schema)
     # Another cohort under this run id, or a --resume of nothing, is refused (exit 2) before
     # Ray starts; the atomic claim below decides races.
-    existing = _watched(breaker, lambda: check_run(wstore, layout, wanted, resume=cfg.resume),
-                        f"reading {layout.manifest_key}")
+    existing = watched(breaker, lambda: check_run(wstore, layout, wanted, resume=cfg.resume),
+                       what=f"reading {layout.manifest_key}")
     if cfg.resume and existing is None:
         raise InputError(f"cannot resume run {cfg.run_id!r}: it has no record in "
                          f"{store_cfg.url}; expected a run started earlier (drop --resume to "
@@ -209,12 +204,12 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
         progress = Progress(len(cfg.members), enabled=False)
     with ray_session(cfg.address, cfg.num_cpus):
         # Claimed only once the store and the cluster both answer: a refused run leaves nothing.
-        claim = _watched(breaker, lambda: claim_run(wstore, layout, wanted),
-                         f"claiming {layout.manifest_key}")
+        claim = watched(breaker, lambda: claim_run(wstore, layout, wanted),
+                        what=f"claiming {layout.manifest_key}")
         record = claim.record
         kind: AttemptKind = "resume" if cfg.resume else ("first" if claim.created else "rerun")
-        attempt = _watched(breaker, lambda: claim_attempt(wstore, layout, kind),
-                           f"claiming an attempt of run {cfg.run_id!r}")
+        attempt = watched(breaker, lambda: claim_attempt(wstore, layout, kind),
+                          what=f"claiming an attempt of run {cfg.run_id!r}")
         reused: dict[str, LedgerEntry] = {}
         todo = list(cfg.members)
         if cfg.resume:
@@ -241,8 +236,8 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
             failed={m: f"{o.error_class}: {o.message}"[:300] for m, o in outcomes.items()
                     if isinstance(o, PersistFailure)},
             cohort=tuple(cfg.members), token=attempt.token)
-        _watched(breaker, lambda: write_ledger(wstore, layout, ledger),
-                 f"writing {layout.ledger_key(attempt.number)}")
+        watched(breaker, lambda: write_ledger(wstore, layout, ledger),
+                what=f"writing {layout.ledger_key(attempt.number)}")
         events.emit(ev.LEDGER_PERSISTED, key=layout.ledger_key(attempt.number),
                     attempt=attempt.number, members=len(ledger.entries),
                     failed=len(ledger.failed))
@@ -285,8 +280,8 @@ def _persist(breaker: Circuit, store: Store, layout: RunLayout, verdict: Verdict
              events: ev.EventLog) -> Saved | None:
     """:func:`persist_verdict`, abandoned (with its error event) if the store hangs."""
     try:
-        return _watched(breaker, lambda: persist_verdict(store, layout, verdict, events),
-                        f"writing {layout.gate_key}")
+        return watched(breaker, lambda: persist_verdict(store, layout, verdict, events),
+                       what=f"writing {layout.gate_key}")
     except StoreUnreachable as exc:
         events.emit(ev.GATE_PERSIST_FAILED, "error", key=layout.gate_key,
                     error_class=exc.error_class, message=str(exc), status=verdict.status,
@@ -327,7 +322,7 @@ def gate_existing(store_cfg: AnyStoreConfig, *, run_id: str, members: Sequence[s
     """Re-check a run from the store alone: its record and its latest ledger, no references."""
     t0 = time.perf_counter()
     store = open_store(store_cfg)
-    breaker = Circuit(store.probe, circuit, what=f"store {store_cfg.url}")
+    breaker = Circuit.for_store(store, circuit)
     layout = RunLayout(store_cfg.prefix, run_id)
     verdict = gate_from_store(store, layout, members=members, codec=codec, expected=expected,
                               mode=verify, concurrency=concurrency, node_id="driver",

@@ -99,7 +99,7 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
              expected: int | None = None, refs: Mapping[str, Expectation] | None = None,
              mode: VerifyMode = "full", concurrency: int = GATE_CONCURRENCY,
              node_id: str = "", declared_schema: str = "", attempt: int | None = None,
-             basis: Basis | None = None, bind: bool = True,
+             basis: Basis | None = None,
              circuit: CircuitConfig | None = None,
              failed: Mapping[str, str] | None = None,
              prior_etag: str | None = None) -> Verdict:
@@ -117,9 +117,7 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
     if len(set(members)) != len(members):
         raise InputError(f"run {run_id!r}: the member list names some members twice; "
                          "expected unique names")
-    probe = getattr(store, "probe", None)
-    breaker = Circuit(probe if probe is not None else (lambda _t: None), circuit,
-                      what=f"store {store.url}")
+    breaker = Circuit.for_store(store, circuit)
     watched_store = WatchedStore(store, breaker)
     wanted = set(members)
     present: dict[str, str] = {}  # member -> key in the run's codec
@@ -158,11 +156,9 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
                                    "(written by another attempt or driver)"))
             checks[m] = MemberCheck(m, present[m], "invalid", error.error_class, str(error))
     todo = [m for m in members if m in present and m not in checks]
-    run_for_binding = run_id if bind else ""
-
     def verify(m: str) -> MemberCheck:
         return verify_member(watched_store, m, present[m], codec, (refs or {}).get(m), mode,
-                           sizes.get(present[m]), run_id=run_for_binding,
+                           sizes.get(present[m]), run_id=run_id,
                            declared_schema=declared_schema)
 
     for check in daemon_map(verify, todo, concurrency, breaker,
@@ -245,17 +241,14 @@ def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], 
     """The gate as operators and the driver run it: record and ledger read from the store.
     The cohort must be the ledger's (exit 2 otherwise): a verdict over part of it would read
     as the whole run's."""
-    probe = getattr(store, "probe", None)
-    breaker = Circuit(probe if probe is not None else (lambda _t: None), circuit,
-                      what=f"store {store.url}")
+    breaker = Circuit.for_store(store, circuit)
     basis = watched(breaker, lambda: load_basis(WatchedStore(store, breaker), layout, attempt),
                     what=f"gate of run {layout.run_id!r}: reading its record and ledger")
     ledger = basis.ledger
     if ledger is not None and ledger.codec != codec:
         raise InputError(f"run {layout.run_id!r}: its ledger records format {ledger.codec}; "
                          f"expected --format {ledger.codec}")
-    if ledger is not None and (sorted(members) != sorted(ledger.cohort) if ledger.cohort
-                               else not set(ledger.members) <= set(members)):
+    if ledger is not None and not ledger.covers(members):
         raise InputError(f"run {layout.run_id!r}: the gate was asked for {len(members)} "
                          f"members but attempt {ledger.attempt}'s ledger records a cohort of "
                          f"{len(ledger.members)}; expected the ledger's members (no "

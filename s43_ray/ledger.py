@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,15 +73,21 @@ def read_attempt(store: Store, layout: RunLayout, number: int) -> Attempt | None
     return Attempt.from_json(body)
 
 
-def _numbers(store: Store, layout: RunLayout, folder: str) -> list[int]:
+def numbers_in(keys: Iterable[str], layout: RunLayout, folder: str) -> list[int]:
+    """The attempt numbers among ``keys`` that name ``<run>/<folder>/<N>.json``, sorted."""
     prefix = layout.control_dir(folder)
     found = []
-    for info in store.list(prefix):
-        name = info.key[len(prefix):]
+    for key in keys:
+        name = key[len(prefix):] if key.startswith(prefix) else ""
         stem = name[:-5] if name.endswith(".json") else ""
         if _NUMBER.fullmatch(stem):
             found.append(int(stem))
     return sorted(found)
+
+
+def _numbers(store: Store, layout: RunLayout, folder: str) -> list[int]:
+    return numbers_in((info.key for info in store.list(layout.control_dir(folder))), layout,
+                      folder)
 
 
 def attempt_numbers(store: Store, layout: RunLayout) -> list[int]:
@@ -139,6 +145,13 @@ class Ledger:
     def members(self) -> tuple[str, ...]:
         """The run's whole cohort as this ledger records it."""
         return self.cohort or tuple(sorted({*self.entries, *self.failed}))
+
+    def covers(self, members: Sequence[str]) -> bool:
+        """Whether ``members`` is the cohort this ledger records (every member it lists, when
+        an older ledger did not record the whole cohort)."""
+        if self.cohort:
+            return sorted(members) == sorted(self.cohort)
+        return set(self.members) <= set(members)
 
     def to_json(self) -> bytes:
         record: dict[str, Any] = {

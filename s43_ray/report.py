@@ -32,8 +32,8 @@ from .errors import (
     ObjectNotFound,
 )
 from .events import rfc3339
-from .keys import RunLayout
-from .ledger import Ledger, attempt_numbers, latest_ledger, read_ledger
+from .keys import ATTEMPTS_DIR, RunLayout
+from .ledger import Ledger, latest_ledger, numbers_in, read_ledger
 from .manifest import RunManifest, read_manifest
 from .storebase import ObjectInfo, Store
 from .summary import human_size
@@ -242,9 +242,7 @@ def build_report(store: Store, layout: RunLayout, *, head: bool = True,
     """Everything the store says about one run. Raises :class:`InputError` when the store holds
     nothing of the run, and the store's own errors when it cannot be read; a store that stops
     answering fails it within about a minute and a half (:mod:`s43_ray.circuit`)."""
-    probe = getattr(store, "probe", None)
-    breaker = Circuit(probe if probe is not None else (lambda _t: None), circuit,
-                      what=f"store {store.url}")
+    breaker = Circuit.for_store(store, circuit)
     watched_store = WatchedStore(store, breaker)
     return watched(breaker, lambda: _build(watched_store, layout, head, concurrency, breaker),
                    what=f"report of run {layout.run_id!r}")
@@ -280,7 +278,7 @@ def _build(store: Store, layout: RunLayout, head: bool, concurrency: int,
             by_member[found[0]] = info
         else:
             unexpected.append(info.key)
-    attempts = attempt_numbers(store, layout)
+    attempts = numbers_in((info.key for info in listed), layout, ATTEMPTS_DIR)  # no 2nd LIST
     ledger: Ledger | None = None
     verdict_attempt = (verdict or {}).get("attempt")
     if isinstance(verdict_attempt, int) and verdict_attempt > 0:

@@ -126,7 +126,8 @@ class SmokeReport:
 
 @contextlib.contextmanager
 def _loopback_ray() -> Iterator[None]:
-    """Keep every Ray listener of the smoke's cluster on 127.0.0.1 (see DESIGN.md)."""
+    """Keep every Ray listener of the smoke's cluster on 127.0.0.1: unless this switch is off,
+    Ray replaces 127.0.0.1 with the host's outbound address."""
     from ray._private import ray_constants  # read at import time; the CLI imported ray already
 
     previous = ray_constants.ENABLE_RAY_CLUSTER

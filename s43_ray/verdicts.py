@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .binding import META_ATTEMPT, META_RUN, object_attempt
 from .errors import ObjectNotFound, PreconditionFailed, StoreError
 from .gate import PASSED, Verdict
 from .keys import RunLayout
@@ -27,18 +28,11 @@ from .storebase import ObjectInfo, Store
 
 # Compare-and-swap rounds on _gate.json before giving up (other gates writing at the same time).
 POINTER_TRIES = 8
-META_ATTEMPT = "s43-attempt"
-META_FINISHED = "s43-finished-at"
 
 
 def _stamp(finished_at: str) -> str:
     """``2026-12-01T10:50:12.345Z`` -> ``20261201T105012345Z`` (sorts like the time)."""
     return "".join(c for c in finished_at if c.isalnum()) or "0"
-
-
-def _attempt(meta: Mapping[str, str]) -> int:
-    raw = meta.get(META_ATTEMPT, "")
-    return int(raw) if raw.isascii() and raw.isdigit() else 0
 
 
 def _keeps_latest(current: ObjectInfo, verdict: Verdict) -> bool:
@@ -49,7 +43,7 @@ def _keeps_latest(current: ObjectInfo, verdict: Verdict) -> bool:
     began) stays if it failed and ours passed. Within one attempt the store only loses what the
     ledger records, so a concurrent gate that saw a member gone or altered saw the newer truth.
     """
-    theirs = _attempt(current.metadata)
+    theirs = object_attempt(current.metadata) or 0
     ours = verdict.attempt or 0
     if theirs != ours:
         return theirs > ours
@@ -75,7 +69,7 @@ def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> Saved:
     body = verdict.to_json()
     attempt = verdict.attempt or 0
     meta = {"s43-kind": "gate", "s43-status": verdict.status, META_ATTEMPT: str(attempt),
-            META_FINISHED: verdict.finished_at, "s43-run": verdict.run_id}
+            META_RUN: verdict.run_id}
     history = layout.verdict_history_key(_stamp(verdict.finished_at), attempt, verdict.token)
     store.put(history, body, metadata=meta, content_type="application/json",
               if_none_match=True)
@@ -86,7 +80,7 @@ def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> Saved:
             current = None
         if current is not None and _keeps_latest(current, verdict):
             # Ours is kept in _gates/; the one there stays the latest.
-            return Saved(history, False, _attempt(current.metadata),
+            return Saved(history, False, object_attempt(current.metadata) or 0,
                          current.metadata.get("s43-status", ""))
         try:
             store.put(layout.gate_key, body, metadata=meta, content_type="application/json",
@@ -130,8 +124,7 @@ def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None
         problems.append("the verdict was checked against object metadata alone, but the run "
                         "has a record: its gate verifies against a ledger")
     if ledger is not None and record.get("attempt") == ledger.attempt:
-        if (sorted(members) != sorted(ledger.cohort) if ledger.cohort
-                else not set(ledger.members) <= set(members)):
+        if not ledger.covers(members):
             problems.append(f"the verdict checks {len(members)} members; attempt "
                             f"{ledger.attempt}'s ledger records a cohort of "
                             f"{len(ledger.members)}")

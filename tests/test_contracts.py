@@ -1,8 +1,8 @@
 """Pins what users and operators depend on: a change to any of these must be deliberate.
 
-CLI flags, event names, exit codes, key layout and the summary's fields are contracts (see
-DESIGN.md). If one of these tests fails, you changed a contract: update the README and the
-alert rules with it, or put it back.
+CLI flags, event names, exit codes, key layout and the summary's fields are contracts (the
+README documents each). If one of these tests fails, you changed a contract: update the README
+and the alert rules with it, or put it back.
 """
 
 from __future__ import annotations
