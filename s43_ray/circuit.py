@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import S43Error, StoreError, StoreUnreachable
-from .storebase import ObjectInfo, Store
+from .stores.base import ObjectInfo, Store
 
 T = TypeVar("T")
 R = TypeVar("R")

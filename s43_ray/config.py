@@ -31,6 +31,8 @@ S3Checksum = Literal["crc64nvme", "off"]
 SseMode = Literal["none", "sse-c", "bucket-default"]
 SSE_MODES: tuple[SseMode, ...] = ("none", "sse-c", "bucket-default")
 SSE_C_KEY_BYTES = 32
+# The endpoint's name in messages when none is configured (AWS's own).
+AWS_S3 = "AWS S3"
 ADDRESSING_STYLES: tuple[AddressingStyle, ...] = ("path", "virtual", "auto")
 S3_CHECKSUMS: tuple[S3Checksum, ...] = ("crc64nvme", "off")
 
@@ -90,6 +92,11 @@ class StoreConfig:
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
+    @property
+    def display_endpoint(self) -> str:
+        """The endpoint as messages name it: its URL, or ``AWS S3`` for AWS's own."""
+        return self.endpoint_url or AWS_S3
+
 
 @dataclass(frozen=True)
 class FileStoreConfig:
@@ -111,6 +118,10 @@ class FileStoreConfig:
     @property
     def endpoint_url(self) -> str | None:
         return None
+
+    @property
+    def display_endpoint(self) -> str:
+        return self.url
 
 
 AnyStoreConfig = StoreConfig | FileStoreConfig

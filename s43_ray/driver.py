@@ -38,8 +38,8 @@ from .manifest import RunManifest, check_run, claim_run
 from .outcome import persist_verdict, report_verdict, summarize
 from .predict import declared_schema, load_predictor
 from .progress import Progress
-from .store import open_store
-from .storebase import Store
+from .stores.base import Store
+from .stores.s3 import open_store
 from .summary import Summary
 from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec
 from .verdicts import Saved

@@ -36,8 +36,8 @@ from .events import rfc3339_now
 from .keys import RunLayout
 from .ledger import Ledger, attempt_numbers, latest_ledger, read_ledger
 from .manifest import RunManifest, read_manifest
-from .store import open_store
-from .storebase import Store
+from .stores.base import Store
+from .stores.s3 import open_store
 from .verify import Expectation, MemberCheck, VerifyMode, verify_member
 
 # Concurrent verifications; below the client's connection pool (StoreConfig.max_pool_connections).

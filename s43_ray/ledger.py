@@ -26,7 +26,7 @@ from .errors import CodecMismatch, ObjectNotFound, PreconditionFailed, S43Error,
 from .events import rfc3339_now
 from .keys import ATTEMPTS_DIR, LEDGERS_DIR, RunLayout, validate_member
 from .manifest import holder_name
-from .storebase import Store
+from .stores.base import Store
 
 AttemptKind = Literal["first", "rerun", "resume"]
 LEDGER_VERSION = 1

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .events import rfc3339_now
 from .keys import ATTEMPTS_DIR, RunLayout, validate_member
-from .storebase import Store
+from .stores.base import Store
 
 MANIFEST_VERSION = 2
 

@@ -9,7 +9,7 @@ from .config import AnyStoreConfig
 from .errors import INFRA_ERROR_CLASSES, S43Error
 from .gate import Verdict
 from .keys import RunLayout
-from .storebase import Store
+from .stores.base import Store
 from .summary import Summary, latency_stats
 from .task import PersistFailure, PersistOutcome, PredictionRef
 from .verdicts import Saved, save_verdict

@@ -20,8 +20,8 @@ from .config import AnyStoreConfig
 from .errors import S43Error, SchemaMismatch
 from .keys import RunLayout
 from .predict import check_prediction, load_predictor
-from .store import open_store
-from .storebase import Store
+from .stores.base import Store
+from .stores.s3 import open_store
 
 # Ray re-runs a task whose worker or node died this many times (system failures only; S3 errors
 # are retried inside botocore, and a predictor's own exception is not retried).

@@ -24,7 +24,7 @@ from .gate import PASSED, Verdict
 from .keys import RunLayout
 from .ledger import Ledger
 from .manifest import RunManifest
-from .storebase import ObjectInfo, Store
+from .stores.base import ObjectInfo, Store
 
 # Compare-and-swap rounds on _gate.json before giving up (other gates writing at the same time).
 POINTER_TRIES = 8

@@ -25,7 +25,7 @@ from .errors import (
     SchemaMismatch,
     TruncatedObject,
 )
-from .storebase import ObjectInfo, Store
+from .stores.base import ObjectInfo, Store
 
 VerifyMode = Literal["full", "head"]
 

@@ -24,10 +24,10 @@ from helpers import (
     parse_events,
 )
 
-from s43_ray.cli import main
+from s43_ray.cli.main import main
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import LocalS3
-from s43_ray.store import S3Store, admin_create_bucket
+from s43_ray.stores.local_s3 import LocalS3
+from s43_ray.stores.s3 import S3Store, admin_create_bucket
 
 
 @pytest.fixture(scope="session")

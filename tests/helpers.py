@@ -15,8 +15,8 @@ from typing import Any
 
 from s43_ray.keys import CONTROL_DIRS, RunLayout
 from s43_ray.ledger import Attempt, Ledger, write_ledger
-from s43_ray.memstore import MemoryStore
-from s43_ray.store import S3Store
+from s43_ray.stores.memory import MemoryStore
+from s43_ray.stores.s3 import S3Store
 
 TEST_BUCKET = "s43-test"
 ACCESS_KEY = "S43TESTACCESSKEY0001"

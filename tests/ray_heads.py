@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from s43_ray.local_s3 import free_ports
+from s43_ray.stores.local_s3 import free_ports
 
 VENV_BIN = Path(sys.executable).parent  # `ray` and `s43-ray` of the environment under test
 HEAD_NUM_CPUS = 2

@@ -16,7 +16,7 @@ import pytest
 
 import s43_ray
 from s43_ray import binding, errors, events
-from s43_ray.cli import build_parser
+from s43_ray.cli.main import build_parser
 from s43_ray.config import EnvDefaults
 from s43_ray.keys import RunLayout, member_names
 from s43_ray.summary import Summary

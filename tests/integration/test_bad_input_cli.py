@@ -9,8 +9,8 @@ import pytest
 from helpers import CliResult, keys_under
 
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import free_ports
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import free_ports
+from s43_ray.stores.s3 import S3Store
 
 Cli = Callable[..., CliResult]
 

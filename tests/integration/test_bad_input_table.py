@@ -11,8 +11,8 @@ import pytest
 from helpers import CliResult, keys_under
 
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import free_ports
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import free_ports
+from s43_ray.stores.s3 import S3Store
 
 Cli = Callable[..., CliResult]
 # Three attempts: not the store fixture's two, so the CLI builds its own S3 client and picks up

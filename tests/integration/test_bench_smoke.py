@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from helpers import keys_under
 
-from s43_ray import bench, bench_ops, bench_ratios
+from s43_ray.bench import methods as bench_ops
+from s43_ray.bench import ratios as bench_ratios
+from s43_ray.cli.main import main
 from s43_ray.config import StoreConfig
-from s43_ray.store import S3Store
+from s43_ray.stores.s3 import S3Store
 
 pytestmark = [pytest.mark.s3, pytest.mark.ray]
 
@@ -29,7 +31,7 @@ SIZES = ("4KiB", "64KiB")
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = bench.run(bench.build_parser().parse_args(argv), stdout=out, stderr=err)
+    code = main(["bench", *argv], stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 

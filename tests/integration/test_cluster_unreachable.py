@@ -11,8 +11,8 @@ import pytest
 from helpers import keys_under
 
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import free_ports
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import free_ports
+from s43_ray.stores.s3 import S3Store
 
 # A dead address should fail within seconds; a hung ray.init is the failure being tested.
 UNREACHABLE_DEADLINE_S = 25

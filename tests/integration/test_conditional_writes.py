@@ -12,8 +12,8 @@ import pytest
 
 from s43_ray.config import StoreConfig
 from s43_ray.errors import EXIT_UNREACHABLE, AccessDenied, PreconditionFailed, StoreUnreachable
-from s43_ray.local_s3 import LocalS3, free_ports
-from s43_ray.store import BOTO3_GET_MIN_BYTES, S3Store
+from s43_ray.stores.local_s3 import LocalS3, free_ports
+from s43_ray.stores.s3 import BOTO3_GET_MIN_BYTES, S3Store
 
 pytestmark = pytest.mark.s3
 

@@ -32,13 +32,13 @@ from helpers import (
 
 from s43_ray import codec as codecs
 from s43_ray.binding import binding_metadata, schema_digest
-from s43_ray.cli import main
+from s43_ray.cli.main import main
 from s43_ray.config import StoreConfig
 from s43_ray.keys import RunLayout, member_names
 from s43_ray.ledger import Ledger, LedgerEntry, claim_attempt, write_ledger
-from s43_ray.local_s3 import LocalS3
 from s43_ray.manifest import RunManifest, claim_run
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import LocalS3
+from s43_ray.stores.s3 import S3Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 Cli = Any

@@ -10,7 +10,7 @@ import pytest
 from helpers import CliResult, control_keys_under, keys_under
 
 from s43_ray.config import StoreConfig
-from s43_ray.store import S3Store
+from s43_ray.stores.s3 import S3Store
 
 Cli = Callable[..., CliResult]
 

@@ -50,7 +50,7 @@ from helpers import keys_under
 from ray_heads import VENV_BIN, RayHead, start_head, stop_head, wait_ready, without_ray_vars
 
 from s43_ray.config import StoreConfig
-from s43_ray.store import S3Store
+from s43_ray.stores.s3 import S3Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A cold head answers on its dashboard in ~10 s on a 2-core machine; the job takes ~15 s.

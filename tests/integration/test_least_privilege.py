@@ -25,15 +25,15 @@ from helpers import CliResult, keys_under, run_subprocess
 from s43_ray.config import Secret, StoreConfig
 from s43_ray.errors import AccessDenied
 from s43_ray.keys import DEFAULT_PREFIX
-from s43_ray.lifecycle import (
+from s43_ray.ops.lifecycle import (
     apply_lifecycle,
     bucket_check,
     default_rule_doc,
     gc_runs,
     verify_lifecycle,
 )
-from s43_ray.local_s3 import LocalS3
-from s43_ray.store import S3Store, admin_create_bucket
+from s43_ray.stores.local_s3 import LocalS3
+from s43_ray.stores.s3 import S3Store, admin_create_bucket
 
 pytestmark = pytest.mark.s3
 

@@ -18,18 +18,18 @@ from typing import Any
 import pytest
 from helpers import keys_under
 
-import s43_ray.sweep as sweep_module
+import s43_ray.ops.gc as sweep_module
 from s43_ray.config import StoreConfig
 from s43_ray.errors import NoSuchBucket, StoreError, StoreUnreachable
-from s43_ray.lifecycle import (
+from s43_ray.ops.lifecycle import (
     apply_lifecycle,
     bucket_check,
     default_rule_doc,
     gc_runs,
     verify_lifecycle,
 )
-from s43_ray.local_s3 import free_ports
-from s43_ray.store import S3Store, _client
+from s43_ray.stores.local_s3 import free_ports
+from s43_ray.stores.s3 import S3Store, _client
 
 pytestmark = pytest.mark.s3
 

@@ -38,10 +38,10 @@ import yaml
 from faults import FaultProxy, Rule
 
 from s43_ray import events as ev
-from s43_ray.cli import main
+from s43_ray.cli.main import main
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import LocalS3, free_ports
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import LocalS3, free_ports
+from s43_ray.stores.s3 import S3Store
 
 ROOT = Path(__file__).resolve().parents[2]
 LOKI_RULES = ROOT / "infra" / "alerts" / "loki-rules.yaml"

@@ -15,7 +15,7 @@ import pytest
 from helpers import SECRET_KEY, CliResult, run_subprocess
 
 from s43_ray.config import StoreConfig
-from s43_ray.local_s3 import LocalS3, free_ports
+from s43_ray.stores.local_s3 import LocalS3, free_ports
 
 pytestmark = pytest.mark.s3
 

@@ -15,8 +15,8 @@ from helpers import CliResult, keys_under
 
 from s43_ray.config import StoreConfig
 from s43_ray.errors import EXIT_BAD_INPUT, InputError, InvalidRunId
-from s43_ray.report import RunReport, report_run
-from s43_ray.store import S3Store
+from s43_ray.ops.report import RunReport, report_run
+from s43_ray.stores.s3 import S3Store
 
 Cli = Callable[..., CliResult]
 MEMBERS = ["m00000", "m00001", "m00002"]

@@ -18,8 +18,8 @@ from helpers import keys_under
 
 from s43_ray.config import StoreConfig
 from s43_ray.errors import AccessDenied, NoSuchBucket
-from s43_ray.local_s3 import LocalS3
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import LocalS3
+from s43_ray.stores.s3 import S3Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 Cli = Any

@@ -20,7 +20,7 @@ from helpers import CliResult, keys_under
 from s43_ray import codec as codecs
 from s43_ray.config import StoreConfig
 from s43_ray.predict import default_predictor
-from s43_ray.store import S3Store
+from s43_ray.stores.s3 import S3Store
 
 Cli = Callable[..., CliResult]
 ROWS = 200

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from helpers import keys_under
 
-import s43_ray.store as store_module
+import s43_ray.stores.s3 as store_module
 from s43_ray.config import Secret, StoreConfig
 from s43_ray.errors import AccessDenied, NoSuchBucket, ObjectNotFound, StoreUnreachable
-from s43_ray.local_s3 import LocalS3, free_ports
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import LocalS3, free_ports
+from s43_ray.stores.s3 import S3Store
 
 
 def test_put_get_head_round_trip(store: S3Store, store_cfg: StoreConfig) -> None:
@@ -161,7 +161,7 @@ def test_other_bucket_is_isolated(store: S3Store, store_cfg: StoreConfig,
 def test_both_get_paths_return_the_same_object(store: S3Store, store_cfg: StoreConfig) -> None:
     """Large objects known by size go through boto3, the rest through obstore: same bytes,
     metadata and timestamps either way."""
-    from s43_ray.store import BOTO3_GET_MIN_BYTES
+    from s43_ray.stores.s3 import BOTO3_GET_MIN_BYTES
 
     body = bytes(range(256)) * (BOTO3_GET_MIN_BYTES // 256 + 7)
     key = f"{store_cfg.prefix}/both/large.bin"

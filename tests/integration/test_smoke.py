@@ -14,7 +14,7 @@ from helpers import CliResult, keys_under, run_subprocess
 
 from s43_ray.config import StoreConfig
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.store import S3Store
+from s43_ray.stores.s3 import S3Store
 
 pytestmark = pytest.mark.s3
 

@@ -15,7 +15,7 @@ from helpers import keys_under
 
 from s43_ray.config import Secret, StoreConfig
 from s43_ray.keys import RunLayout
-from s43_ray.store import S3Store
+from s43_ray.stores.s3 import S3Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 Cli = Any

@@ -27,16 +27,16 @@ from predictors import FAIL_MARKERS_DIR
 
 from s43_ray import codec
 from s43_ray.binding import binding_metadata
-from s43_ray.cli import main
+from s43_ray.cli.main import main
 from s43_ray.config import StoreConfig
 from s43_ray.gate import gate_from_store
 from s43_ray.keys import RunLayout, member_names
 from s43_ray.ledger import claim_attempt, read_ledger
-from s43_ray.local_s3 import LocalS3
 from s43_ray.manifest import read_manifest
+from s43_ray.ops.report import report_run
 from s43_ray.predict import default_predictor
-from s43_ray.report import report_run
-from s43_ray.store import S3Store
+from s43_ray.stores.local_s3 import LocalS3
+from s43_ray.stores.s3 import S3Store
 from s43_ray.verdicts import save_verdict
 
 Cli = Callable[..., CliResult]

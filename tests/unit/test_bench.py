@@ -9,20 +9,27 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from s43_ray import bench, bench_plan, bench_ratios, bench_report, bench_timing
+from s43_ray.bench import plan as bench_plan
+from s43_ray.bench import ratios as bench_ratios
+from s43_ray.bench import report as bench_report
+from s43_ray.bench import timing as bench_timing
+from s43_ray.cli.main import build_parser, main
+from s43_ray.config import EnvDefaults
 from s43_ray.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    return bench.build_parser().parse_args(list(argv))
+    return build_parser(EnvDefaults()).parse_args(["bench", *argv])
 
 
 def test_sizes_parse_and_label_round_trip() -> None:
@@ -67,22 +74,32 @@ def test_plan_refuses_codec_list_without_the_default() -> None:
 def test_bad_input_exits_2_before_touching_any_store() -> None:
     err = io.StringIO()
 
-    code = bench.run(_args("--sizes", "4XB", "--store", "s3://no-such-bucket/p",
-                           "--endpoint-url", "http://127.0.0.1:9"), stderr=err)
+    code = main(["bench", "--sizes", "4XB", "--store", "s3://no-such-bucket/p",
+                 "--endpoint-url", "http://127.0.0.1:9"], stdout=io.StringIO(), stderr=err)
 
     assert code == 2
     assert "size '4XB' is not valid" in err.getvalue()
 
 
-def test_add_arguments_fits_a_parser_that_has_its_own_store_flags() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--store")
-    parser.add_argument("--json", action="store_true")
-    bench.add_arguments(parser, store_flags=False)
+def test_bench_help_names_every_phase() -> None:
+    help_text = " ".join(_subparser("bench").format_help().split())
 
-    args = parser.parse_args(["--quick", "--store", "s3://b/p", "--out", "d"])
+    assert all(phase in help_text for phase in bench_plan.PHASES)
 
-    assert args.quick and args.store == "s3://b/p" and args.out == "d"
+
+def test_building_the_cli_does_not_import_the_benchmark() -> None:
+    code = ("import sys; import s43_ray.cli.main as m; m.build_parser(); "
+            "print(sorted(n for n in sys.modules if n.startswith('s43_ray.bench')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+
+    assert proc.stdout.strip() == "[]"
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    parser = build_parser(EnvDefaults())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
 
 
 def test_measure_interleaves_methods_and_counts_every_operation() -> None:

@@ -25,8 +25,8 @@ from s43_ray.errors import (
     StoreUnreachable,
     Throttled,
 )
-from s43_ray.memstore import MemoryStore
-from s43_ray.storebase import ObjectInfo
+from s43_ray.stores.base import ObjectInfo
+from s43_ray.stores.memory import MemoryStore
 
 # Tiny timings: a probe is due 50 ms after the last progress; one probe's budget is 200 ms.
 FAST = CircuitConfig(probe_after=0.05, probe_interval=0.05, probe_timeout=0.2, probes=2,

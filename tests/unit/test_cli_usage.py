@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from s43_ray.cli import main
+from s43_ray.cli.main import main
 
 
 def _run(*argv: str) -> tuple[int, str, str]:
@@ -73,7 +73,7 @@ def test_an_unforeseen_error_exits_3_as_internal_with_an_event_and_a_json_error(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("s43_ray.cli.run_cohort", broken)
+    monkeypatch.setattr("s43_ray.cli.main.run_cohort", broken)
     code, out, err = _run("run", "--run-id", "r-internal", "--store",
                           "s3://s43-never-contacted/p", "--json")
 

@@ -9,7 +9,7 @@ import ray
 
 from s43_ray.driver import LOCAL_OBJECT_STORE_BYTES, probe_address, ray_session
 from s43_ray.errors import ClusterError, InputError
-from s43_ray.local_s3 import free_ports
+from s43_ray.stores.local_s3 import free_ports
 
 
 def _capture(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:

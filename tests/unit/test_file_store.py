@@ -10,11 +10,11 @@ import pytest
 from s43_ray import codec as codecs
 from s43_ray.config import FileStoreConfig, is_file_url, parse_file_url
 from s43_ray.errors import InputError, InvalidStoreUrl, NoSuchBucket, ObjectNotFound
-from s43_ray.filestore import FILE_META_DIR, FILE_TMP_DIR, FileStore
 from s43_ray.gate import run_gate
 from s43_ray.keys import member_names
 from s43_ray.predict import default_predictor
-from s43_ray.store import S3Store, open_store
+from s43_ray.stores.file import FILE_META_DIR, FILE_TMP_DIR, FileStore
+from s43_ray.stores.s3 import S3Store, open_store
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
 
 

@@ -12,8 +12,8 @@ from s43_ray.driver import summarize
 from s43_ray.errors import InputError, StoreUnreachable
 from s43_ray.gate import Verdict, run_gate
 from s43_ray.keys import RunLayout, member_names
-from s43_ray.memstore import MemoryStore
-from s43_ray.storebase import ObjectInfo
+from s43_ray.stores.base import ObjectInfo
+from s43_ray.stores.memory import MemoryStore
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
 from s43_ray.verify import Expectation
 

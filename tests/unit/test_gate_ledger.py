@@ -15,9 +15,9 @@ from s43_ray.gate import gate_from_store
 from s43_ray.keys import RunLayout, member_names
 from s43_ray.ledger import Ledger, LedgerEntry
 from s43_ray.manifest import RunManifest, claim_run
-from s43_ray.memstore import MemoryStore
 from s43_ray.predict import DEFAULT_PREDICTOR, declared_schema, default_predictor
-from s43_ray.storebase import ObjectInfo
+from s43_ray.stores.base import ObjectInfo
+from s43_ray.stores.memory import MemoryStore
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
 from s43_ray.verify import VerifyMode
 

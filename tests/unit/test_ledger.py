@@ -20,7 +20,7 @@ from s43_ray.ledger import (
     ledger_numbers,
     read_ledger,
 )
-from s43_ray.memstore import MemoryStore
+from s43_ray.stores.memory import MemoryStore
 
 RUN = "manual__2026-11-28T10:00:00+00:00"
 LAYOUT = RunLayout("p", RUN)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from s43_ray.keys import DEFAULT_PREFIX
-from s43_ray.lifecycle import default_rule_doc, load_rule_file
+from s43_ray.ops.lifecycle import default_rule_doc, load_rule_file
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 LIFECYCLE_FILE = INFRA / "scaleway" / "s3-lifecycle-s43-predictions.json"

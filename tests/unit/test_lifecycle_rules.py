@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from s43_ray.errors import InputError
-from s43_ray.lifecycle import (
+from s43_ray.ops.gc import gc_runs
+from s43_ray.ops.lifecycle import (
     compare_rule,
     covers_prefix,
     default_rule_doc,
@@ -20,8 +21,7 @@ from s43_ray.lifecycle import (
     parse_age,
     validate_rule_doc,
 )
-from s43_ray.memstore import MemoryStore
-from s43_ray.sweep import gc_runs
+from s43_ray.stores.memory import MemoryStore
 
 DAY = 86_400
 OURS = default_rule_doc()["Rules"][0]

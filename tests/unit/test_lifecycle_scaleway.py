@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.stub import ANY, Stubber
 
 from s43_ray.errors import StoreError
-from s43_ray.lifecycle import apply_lifecycle, bucket_check, default_rule_doc, verify_lifecycle
+from s43_ray.ops.lifecycle import apply_lifecycle, bucket_check, default_rule_doc, verify_lifecycle
 
 SCALEWAY = "https://s3.fr-par.scw.cloud"
 BUCKET = "acme-diag-prod"

@@ -11,8 +11,8 @@ import pytest
 from s43_ray.errors import CodecMismatch, InputError, NoConditionalWrites
 from s43_ray.keys import RunLayout, member_names
 from s43_ray.manifest import RunManifest, check_run, claim_run, read_manifest
-from s43_ray.memstore import MemoryStore
-from s43_ray.storebase import ObjectInfo
+from s43_ray.stores.base import ObjectInfo
+from s43_ray.stores.memory import MemoryStore
 
 RUN = "manual__2026-11-28T10:00:00+00:00"
 LAYOUT = RunLayout("p", RUN)

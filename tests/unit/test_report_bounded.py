@@ -11,9 +11,9 @@ import pytest
 from s43_ray.circuit import CircuitConfig
 from s43_ray.errors import StoreUnreachable
 from s43_ray.keys import RunLayout
-from s43_ray.memstore import MemoryStore
-from s43_ray.report import build_report
-from s43_ray.storebase import ObjectInfo
+from s43_ray.ops.report import build_report
+from s43_ray.stores.base import ObjectInfo
+from s43_ray.stores.memory import MemoryStore
 
 TINY = CircuitConfig(probe_after=0.05, probe_interval=0.05, probe_timeout=0.1, probes=2)
 

@@ -14,7 +14,7 @@ from s43_ray.errors import (
     StoreUnreachable,
     Throttled,
 )
-from s43_ray.s3get import _classify
+from s43_ray.stores.s3_fast_get import _classify
 
 WHERE = "GET s3://b/k at http://127.0.0.1:9"
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-import s43_ray.store as store_module
+import s43_ray.stores.s3 as store_module
 from s43_ray.config import FileStoreConfig, StoreConfig
 from s43_ray.errors import (
     EXIT_UNREACHABLE,
@@ -25,10 +25,10 @@ from s43_ray.errors import (
     PreconditionFailed,
     StoreUnreachable,
 )
-from s43_ray.filestore import FILE_TMP_DIR, FileStore
-from s43_ray.memstore import MemoryStore
-from s43_ray.store import S3Store, _translate
-from s43_ray.storebase import Store
+from s43_ray.stores.base import Store
+from s43_ray.stores.file import FILE_TMP_DIR, FileStore
+from s43_ray.stores.memory import MemoryStore
+from s43_ray.stores.s3 import S3Store, _translate
 
 KEY = "p/run/claim.json"
 

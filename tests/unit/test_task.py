@@ -13,7 +13,7 @@ from s43_ray.codec import Codec
 from s43_ray.config import StoreConfig
 from s43_ray.errors import Throttled
 from s43_ray.keys import RunLayout
-from s43_ray.memstore import MemoryStore
+from s43_ray.stores.memory import MemoryStore
 from s43_ray.task import PersistFailure, PredictionRef, TaskSpec, persist_member
 
 RUN = "manual__2026-11-28T10:00:00+00:00"

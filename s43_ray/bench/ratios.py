@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .bench_ops import PEERS
-from .bench_plan import DEFAULT_CODEC, KiB, MiB, size_label
+from .methods import PEERS
+from .plan import DEFAULT_CODEC, KiB, MiB, size_label
 
 # The targets: (comparison, bound) per ratio, on this 2-core machine, same run.
 TARGETS: dict[str, tuple[str, float]] = {

@@ -29,9 +29,9 @@ import obstore
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store as ObStore
 
-from . import metrics
-from .config import StoreConfig
-from .errors import (
+from .. import metrics
+from ..config import StoreConfig
+from ..errors import (
     S3_THROTTLING_CODES,
     AccessDenied,
     NoSuchBucket,

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from .codec import Codec
-from .config import Secret, StoreConfig
-from .gate import GATE_CONCURRENCY, run_gate
-from .keys import member_names
-from .predict import DEFAULT_PREDICTOR
-from .store import S3Store, _client
-from .task import PredictionRef, TaskSpec, persist_member
-from .verify import Expectation, VerifyMode
+from ..codec import Codec
+from ..config import Secret, StoreConfig
+from ..gate import GATE_CONCURRENCY, run_gate
+from ..keys import member_names
+from ..predict import DEFAULT_PREDICTOR
+from ..stores.s3 import S3Store, _client
+from ..task import PredictionRef, TaskSpec, persist_member
+from ..verify import Expectation, VerifyMode
 
 # Local Ray for the cohort: the benchmark machine's cores (2 here), set explicitly.
 COHORT_NUM_CPUS = 2
@@ -161,8 +161,8 @@ def _spilled_mib() -> float | None:
 def _by_reference(spec: dict[str, Any], cfg: StoreConfig) -> tuple[bool, int, str]:
     import io
 
-    from .driver import RunConfig, run_cohort
-    from .events import EventLog
+    from ..driver import RunConfig, run_cohort
+    from ..events import EventLog
 
     run = RunConfig(run_id=spec["run_id"], members=tuple(member_names(spec["members"])),
                     rows=spec["rows"], codec=spec["codec"])
@@ -175,9 +175,9 @@ def _by_value(spec: dict[str, Any]) -> tuple[bool, int, str]:
     import ray
     from awscrt import checksums
 
-    from .driver import WAIT_BATCH
-    from .predict import load_predictor
-    from .task import TASK_MAX_RETRIES
+    from ..driver import WAIT_BATCH
+    from ..predict import load_predictor
+    from ..task import TASK_MAX_RETRIES
 
     @ray.remote(max_retries=TASK_MAX_RETRIES)
     def predict_value(run_id: str, member: str, rows: int) -> Any:

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-from .config import StoreConfig
-from .errors import EXIT_GATE_FAILED, EXIT_PASSED, InputError, StoreError
-from .events import rfc3339_now
+from ..config import StoreConfig
+from ..errors import EXIT_GATE_FAILED, EXIT_PASSED, InputError, StoreError
+from ..events import rfc3339_now
+from ..stores.s3 import _client, _code, _translate
+from .gc import GcReport, GcRun, gc_runs, parse_age
 from .lifecycle_rules import (
     RULE_ID,
     LifecycleDoc,
@@ -44,8 +46,6 @@ from .lifecycle_rules import (
     prefix_of,
     validate_rule_doc,
 )
-from .store import _client, _code, _translate
-from .sweep import GcReport, GcRun, gc_runs, parse_age
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

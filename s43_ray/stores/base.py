@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import PreconditionFailed
+from ..errors import PreconditionFailed
 
 # The condition of a create-if-absent, as messages name it.
 IF_NONE_MATCH = "If-None-Match: *"

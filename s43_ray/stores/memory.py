@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 
-from .errors import ObjectNotFound
-from .storebase import IF_NONE_MATCH, ObjectInfo, precondition_failed, put_condition
+from ..errors import ObjectNotFound
+from .base import IF_NONE_MATCH, ObjectInfo, precondition_failed, put_condition
 
 _MemoryEntry = tuple[bytes, dict[str, str], float]
 

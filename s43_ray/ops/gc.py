@@ -25,12 +25,12 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import EXIT_PASSED, InputError
-from .events import rfc3339
-from .keys import CONTROL_DIRS, GATE_OBJECT, MANIFEST_OBJECT
-from .store import S3Store, _client, _translate
-from .storebase import ObjectInfo, Store
-from .summary import human_size
+from ..errors import EXIT_PASSED, InputError
+from ..events import rfc3339
+from ..keys import CONTROL_DIRS, GATE_OBJECT, MANIFEST_OBJECT
+from ..stores.base import ObjectInfo, Store
+from ..stores.s3 import S3Store, _client, _translate
+from ..summary import human_size
 
 # Units of --older-than: days, hours, minutes.
 AGE_UNITS = {"d": 86_400, "h": 3_600, "m": 60}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import (
+from ..config import (
     ADDRESSING_STYLES,
     S3_CHECKSUMS,
     SSE_MODES,
@@ -28,8 +28,8 @@ from .config import (
     parse_store_url,
     validate_endpoint,
 )
-from .errors import InputError
-from .local_s3 import LocalS3
+from ..errors import InputError
+from ..stores.local_s3 import LocalS3
 
 _INVALID_CHOICE = re.compile(r"argument ([^:]+): invalid choice: (.+) \(choose from (.+)\)")
 

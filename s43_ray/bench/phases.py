@@ -14,13 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from . import bench_e2e as e2e
-from . import bench_ops as ops
-from . import bench_report as report
-from . import bench_timing as timer
-from .bench_plan import DEFAULT_CODEC, MiB, Plan, size_label
-from .config import StoreConfig
-from .store import S3Store
+from ..config import StoreConfig
+from ..stores.s3 import S3Store
+from . import e2e, report
+from . import methods as ops
+from . import timing as timer
+from .plan import DEFAULT_CODEC, MiB, Plan, size_label
 
 # Threads deleting the benchmark's prefix at the end.
 CLEANUP_THREADS = 16

@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any, Protocol
 
-from . import bench as bench_module
-from .cli_common import Parser, store_config, store_flags
-from .config import EnvDefaults, FileStoreConfig, StoreConfig, parse_store_url
-from .errors import InputError
-from .events import EventLog
-from .keys import DEFAULT_PREFIX, validate_run_id
-from .lifecycle import (
+from ..config import EnvDefaults, FileStoreConfig, StoreConfig, parse_store_url
+from ..errors import InputError
+from ..events import EventLog
+from ..keys import DEFAULT_PREFIX, validate_run_id
+from ..ops.lifecycle import (
     apply_lifecycle,
     bucket_check,
     covers_prefix,
@@ -25,9 +23,10 @@ from .lifecycle import (
     parse_age,
     verify_lifecycle,
 )
-from .lifecycle_rules import LifecycleDoc
-from .report import report_run
-from .store import open_store
+from ..ops.lifecycle_rules import LifecycleDoc
+from ..ops.report import report_run
+from ..stores.s3 import open_store
+from .store_args import Parser, store_config, store_flags
 
 OPS_COMMANDS = ("lifecycle", "bucket", "gc", "report")
 
@@ -71,10 +70,6 @@ def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
     gc.add_argument("--yes", action="store_true",
                     help="delete them (default: a dry run that only lists)")
     store_flags(gc, env)
-    bench = sub.add_parser("bench", help="benchmark S3 write/read latency against the "
-                                         "alternatives (same as benchmarks/bench_transport.py)")
-    bench_module.add_arguments(bench, store_flags=False)
-    store_flags(bench, env)
     report = sub.add_parser("report", help="what an operator needs about a run: verdict, "
                                            "members missing/invalid/unexpected, sizes, times")
     report.add_argument("--run-id", required=True)

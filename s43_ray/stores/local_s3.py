@@ -27,9 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from .config import Secret, StoreConfig
-from .errors import ClusterError, InputError, StoreUnreachable
-from .keys import DEFAULT_PREFIX
+from ..config import Secret, StoreConfig
+from ..errors import ClusterError, InputError, StoreUnreachable
+from ..keys import DEFAULT_PREFIX
 
 # Bucket the embedded server creates for the default run.
 DEFAULT_BUCKET = "s43-local"
@@ -204,7 +204,7 @@ class LocalS3:
                                f"{START_TIMEOUT_S:.0f}s; see {self.data_dir / 'weed.log'}")
 
     def _ensure_bucket(self) -> None:
-        from .store import admin_create_bucket
+        from .s3 import admin_create_bucket
 
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

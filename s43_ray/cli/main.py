@@ -10,37 +10,38 @@ its last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn, TextIO
 
-from . import __version__
-from . import bench as bench_module
-from .circuit import Circuit, WatchedStore, watched
-from .cli_common import Parser, UsageError, int_in, store_config, store_flags
-from .cli_ops import OPS_COMMANDS, Report, add_ops_parsers, run_op
-from .codec import CODECS, Codec
-from .config import (
+from .. import __version__
+from ..circuit import Circuit, WatchedStore, watched
+from ..codec import CODECS, Codec
+from ..config import (
+    AnyStoreConfig,
     EnvDefaults,
     FileStoreConfig,
     env_defaults,
     is_file_url,
     parse_store_url,
 )
-from .driver import STALL_TIMEOUT_S, RunConfig, gate_existing, run_cohort
-from .errors import (
+from ..driver import STALL_TIMEOUT_S, RunConfig, gate_existing, run_cohort
+from ..errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_UNREACHABLE,
     InputError,
     S43Error,
 )
-from .events import RUN_FAILED, EventLog, Severity
-from .keys import (
+from ..events import RUN_FAILED, EventLog, Severity
+from ..keys import (
     DEFAULT_PREFIX,
     MAX_COHORT_SIZE,
     RunLayout,
@@ -50,15 +51,26 @@ from .keys import (
     parse_members,
     validate_run_id,
 )
-from .ledger import latest_ledger
-from .manifest import read_manifest
-from .predict import DEFAULT_PREDICTOR, load_predictor
-from .progress import Progress
-from .smoke import DEFAULT_NODES as DEFAULT_SMOKE_NODES
-from .smoke import MAX_NODES as MAX_SMOKE_NODES
-from .smoke import MEMBERS_PER_NODE, SMOKE_ROWS, SmokeConfig, SmokeReport, run_smoke
-from .store import open_store
-from .summary import Summary
+from ..ledger import latest_ledger
+from ..manifest import read_manifest
+from ..predict import DEFAULT_PREDICTOR, load_predictor
+from ..progress import Progress
+from ..smoke import DEFAULT_NODES as DEFAULT_SMOKE_NODES
+from ..smoke import MAX_NODES as MAX_SMOKE_NODES
+from ..smoke import MEMBERS_PER_NODE, SMOKE_ROWS, SmokeConfig, SmokeReport, run_smoke
+from ..stores.local_s3 import LocalS3
+from ..stores.s3 import open_store
+from ..summary import Summary
+from .bench_args import add_bench_parser
+from .ops import OPS_COMMANDS, Report, add_ops_parsers, run_op
+from .store_args import (
+    Parser,
+    UsageError,
+    int_in,
+    store_and_server,
+    store_config,
+    store_flags,
+)
 
 log = logging.getLogger("s43_ray.cli")
 # Largest --rows accepted: 50 M float32 predictions is ~600 MiB a member with the default record.
@@ -146,6 +158,7 @@ def build_parser(env: EnvDefaults | None = None) -> argparse.ArgumentParser:
                        help="remove one worker node while members are being written")
     store_flags(smoke, env)
     add_ops_parsers(sub, env)
+    add_bench_parser(sub, env)
     return parser
 
 
@@ -275,7 +288,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
 
 def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "bench":  # prints its own tables and JSON
-        return bench_module.run(args, stdout=out, stderr=err)
+        from ..bench.main import run as run_bench  # loaded only for the benchmark
+
+        return run_bench(args, lambda: _bench_store(args), stdout=out, stderr=err)
     level: Severity = args.events or ("warning" if err.isatty() else "info")
     events = EventLog(err, min_severity=level)
     try:
@@ -301,6 +316,23 @@ def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(summary.human(), file=out)
     out.flush()
     return summary.exit_code
+
+
+@contextlib.contextmanager
+def _bench_store(args: argparse.Namespace
+                 ) -> Iterator[tuple[AnyStoreConfig, LocalS3 | None]]:
+    """The benchmark's store: the one given, else an embedded server in a scratch folder
+    (unless ``--local-dir``), removed at the end."""
+    scratch = None
+    if not args.store and not args.local_dir:
+        scratch = tempfile.mkdtemp(prefix="s43-bench-s3-")
+        args.local_dir = scratch
+    try:
+        with store_and_server(args) as pair:
+            yield pair
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _terminated(signum: int, frame: object) -> None:

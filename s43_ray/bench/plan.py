@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from .codec import CODECS, Codec
-from .driver import RunConfig
-from .errors import InputError
+from ..codec import CODECS, Codec
+from ..driver import RunConfig
+from ..errors import InputError
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 # The codec runs use unless told otherwise (the driver's default).

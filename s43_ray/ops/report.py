@@ -20,24 +20,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from . import __version__
-from .binding import object_attempt
-from .circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
-from .codec import META_CHECKSUM, META_CODEC
-from .errors import (
+from .. import __version__
+from ..binding import object_attempt
+from ..circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
+from ..codec import META_CHECKSUM, META_CODEC
+from ..errors import (
     EXIT_GATE_FAILED,
     EXIT_PASSED,
     CodecMismatch,
     InputError,
     ObjectNotFound,
 )
-from .events import rfc3339
-from .keys import ATTEMPTS_DIR, RunLayout
-from .ledger import Ledger, latest_ledger, numbers_in, read_ledger
-from .manifest import RunManifest, read_manifest
-from .storebase import ObjectInfo, Store
-from .summary import human_size
-from .verdicts import recheck
+from ..events import rfc3339
+from ..keys import ATTEMPTS_DIR, RunLayout
+from ..ledger import Ledger, latest_ledger, numbers_in, read_ledger
+from ..manifest import RunManifest, read_manifest
+from ..stores.base import ObjectInfo, Store
+from ..summary import human_size
+from ..verdicts import recheck
 
 # HEADs in flight at once; below the S3 client's connection pool, as for the gate.
 HEAD_CONCURRENCY = 16

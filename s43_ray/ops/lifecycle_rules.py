@@ -14,8 +14,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .keys import DEFAULT_PREFIX
+from ..errors import InputError
+from ..keys import DEFAULT_PREFIX
 
 # The JSON body of PutBucketLifecycleConfiguration, ``{"Rules": [...]}``, as S3 defines it.
 LifecycleDoc = dict[str, Any]

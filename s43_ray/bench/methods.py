@@ -32,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from . import codec as codecs
-from .bench_timing import Op
-from .codec import Codec
-from .config import StoreConfig
-from .keys import RunLayout
-from .predict import default_predictor
-from .store import S3Store, _client
-from .task import PredictionRef, TaskSpec, persist_member
-from .verify import Expectation, verify_member
+from .. import codec as codecs
+from ..codec import Codec
+from ..config import StoreConfig
+from ..keys import RunLayout
+from ..predict import default_predictor
+from ..stores.s3 import S3Store, _client
+from ..task import PredictionRef, TaskSpec, persist_member
+from ..verify import Expectation, verify_member
+from .timing import Op
 
 # Bytes per row of the default predictor's record: int64 index, float32 prediction, int8 label.
 RECORD_BYTES_PER_ROW = 13

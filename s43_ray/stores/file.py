@@ -13,8 +13,8 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 
-from .config import FileStoreConfig
-from .errors import (
+from ..config import FileStoreConfig
+from ..errors import (
     AccessDenied,
     InputError,
     NoSuchBucket,
@@ -22,7 +22,7 @@ from .errors import (
     StoreError,
     StoreUnreachable,
 )
-from .storebase import ObjectInfo, finished_within, precondition_failed, put_condition
+from .base import ObjectInfo, finished_within, precondition_failed, put_condition
 
 # Control folders under a file store's root, outside every prefix: user metadata of each object
 # (what S3 keeps in its headers), and temporary files renamed into place when complete.

@@ -30,9 +30,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from . import metrics, s3get
-from .config import AnyStoreConfig, FileStoreConfig, StoreConfig
-from .errors import (
+from .. import metrics
+from ..config import AnyStoreConfig, FileStoreConfig, StoreConfig
+from ..errors import (
     S3_THROTTLING_CODES,
     AccessDenied,
     InputError,
@@ -44,14 +44,15 @@ from .errors import (
     Throttled,
     sse_read_error,
 )
-from .filestore import FileStore
-from .storebase import (
+from . import s3_fast_get as s3get
+from .base import (
     IF_NONE_MATCH,
     ObjectInfo,
     finished_within,
     precondition_failed,
     put_condition,
 )
+from .file import FileStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
