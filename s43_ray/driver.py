@@ -36,10 +36,10 @@ from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
 from .outcome import persist_verdict, report_verdict, summarize
-from .predict import declared_schema, load_predictor
+from .predict import DEFAULT_PREDICTOR, declared_schema, load_predictor
 from .progress import Progress
+from .stores import open_store
 from .stores.base import Store
-from .stores.s3 import open_store
 from .summary import Summary
 from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec
 from .verdicts import Saved
@@ -67,7 +67,7 @@ class RunConfig:
     members: tuple[str, ...]
     rows: int = 10_000  # predictions per member: ~200 KiB a member with the default predictor
     codec: Codec = "arrow"  # see the README's benchmark section for why
-    predictor: str = "s43_ray.predict:default_predictor"
+    predictor: str = DEFAULT_PREDICTOR
     address: str | None = None  # None: start a local Ray cluster
     num_cpus: int | None = None  # local cluster only; None: every core
     verify: VerifyMode = "full"  # full: GET + checksum + decode; head: store checksums only
@@ -183,6 +183,7 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
     """The main job: claim the run, persist every member through S3, write the ledger, then
     gate the cohort from the store."""
     t0 = time.perf_counter()
+    metrics.watch_stores()
     store = open_store(store_cfg)
     breaker = Circuit.for_store(store, cfg.circuit)
     wstore = WatchedStore(store, breaker)

@@ -103,6 +103,15 @@ class StoreError(S43Error):
     error_class = "store"
 
 
+class NotSupported(StoreError):
+    """The store does not implement a request (SeaweedFS: bucket encryption, some lifecycle
+    actions): an answer, not an outage; the caller says what to do instead."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where}: the store does not implement this request")
+        self.where = where  # the request: "GET LIFECYCLE s3://BUCKET at ENDPOINT"
+
+
 class StoreUnreachable(StoreError):
     """Connection refused, name not resolved, or timed out after retries."""
 
@@ -225,26 +234,3 @@ class ClusterError(S43Error):
 
     exit_code = EXIT_UNREACHABLE
     error_class = "cluster"
-
-
-# S3 error codes that mean "slow down": retried, and reported as ``throttled`` past the budget.
-S3_THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException",
-                                 "RequestLimitExceeded", "TooManyRequests", "RequestThrottled",
-                                 "503"})
-
-
-def sse_read_error(code: str, message: str, *, op: str, where: str, sse: str
-                   ) -> SseKeyRequired | AccessDenied | None:
-    """What a refused GET or HEAD of an SSE-C object means, whichever client made it: no key
-    given (exit 2), or another key (exit 3). None when it is not about SSE-C."""
-    if op not in {"GET", "HEAD"}:
-        return None
-    # GET says so in its body; HEAD has no body, only 400.
-    if sse != "sse-c" and ("customer key" in message.lower() or (op == "HEAD"
-                                                                  and code == "400")):
-        return SseKeyRequired(f"{where}: the object is encrypted with a customer key (SSE-C); "
-                              "expected --sse sse-c with S43_SSE_C_KEY or --sse-c-key-file")
-    if sse == "sse-c" and code in {"403", "AccessDenied"}:
-        return AccessDenied(f"{where}: access denied ({code}): not allowed, or the object was "
-                            "written with another SSE-C key")
-    return None

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import ray
 
-from . import __version__
+from . import __version__, metrics
 from .circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
 from .codec import Codec
 from .config import AnyStoreConfig
@@ -36,8 +36,8 @@ from .events import rfc3339_now
 from .keys import RunLayout
 from .ledger import Ledger, attempt_numbers, latest_ledger, read_ledger
 from .manifest import RunManifest, read_manifest
+from .stores import open_store
 from .stores.base import Store
-from .stores.s3 import open_store
 from .verify import Expectation, MemberCheck, VerifyMode, verify_member
 
 # Concurrent verifications; below the client's connection pool (StoreConfig.max_pool_connections).
@@ -295,6 +295,7 @@ class GateSpec:
 def gate_task(spec: GateSpec) -> Verdict:
     """The gate as its own Ray task (another "pod"): it sees only the store, and reads the
     run's record and the attempt's ledger from it."""
+    metrics.watch_stores()
     node = str(ray.get_runtime_context().get_node_id())
     return gate_from_store(open_store(spec.store), RunLayout(spec.store.prefix, spec.run_id),
                            members=spec.members, codec=spec.codec, mode=spec.mode,

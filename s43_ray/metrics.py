@@ -38,12 +38,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import ray
+
+from .stores import hooks
+from .stores.hooks import Request
 
 log = logging.getLogger("s43_ray.metrics")
 
@@ -239,30 +241,22 @@ def record_gate(status: str) -> None:
         m.gate.inc(1, {"status": status if status in ("passed", "failed") else OTHER})
 
 
-class S3Request:
-    """What :func:`s3_request` records when the block ends; set ``codec``/``nbytes`` inside."""
+def _on_request(req: Request, seconds: float, exc: BaseException | None) -> None:
+    """A store call ended (:mod:`s43_ray.stores.hooks`): its latency always, its bytes on
+    success, and one error when it failed with an ``error_class`` (the project's
+    :class:`~s43_ray.errors.S43Error`)."""
+    known = req.metadata is not None or req.content_type is not None
+    codec = codec_tag(req.metadata, req.content_type) if known else "none"
+    if exc is None:
+        record_s3(req.op, codec, seconds, req.nbytes)
+        return
+    record_s3(req.op, codec, seconds)
+    error_class = getattr(exc, "error_class", None)
+    if isinstance(error_class, str):
+        record_s3_error(req.op, error_class)
 
-    __slots__ = ("codec", "nbytes", "op")
 
-    def __init__(self, op: str, codec: str, nbytes: int) -> None:
-        self.op = op
-        self.codec = codec
-        self.nbytes = nbytes
-
-
-@contextlib.contextmanager
-def s3_request(op: str, codec: str = "none", nbytes: int = 0) -> Iterator[S3Request]:
-    """Time one store call: its latency always, its bytes on success, and on an exception with
-    an ``error_class`` (the project's :class:`~s43_ray.errors.S43Error`) one error. The
-    exception propagates unchanged. Cheap when Ray is not initialised."""
-    req = S3Request(op, codec, nbytes)
-    t0 = time.perf_counter()
-    try:
-        yield req
-    except BaseException as exc:
-        error_class = getattr(exc, "error_class", None)
-        record_s3(req.op, req.codec, time.perf_counter() - t0)
-        if isinstance(error_class, str):
-            record_s3_error(req.op, error_class)
-        raise
-    record_s3(req.op, req.codec, time.perf_counter() - t0, req.nbytes)
+def watch_stores() -> None:
+    """Record every store call and retry of this process (idempotent; cheap when Ray is not
+    initialised). Called where stores are used on Ray: the persist and gate tasks, the driver."""
+    hooks.subscribe(on_request=_on_request, on_retry=record_retry)

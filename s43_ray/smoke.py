@@ -38,7 +38,7 @@ from .config import AnyStoreConfig, FileStoreConfig
 from .driver import RunConfig, _keep_every_worker_log_line, run_cohort
 from .errors import EXIT_GATE_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, ClusterError
 from .keys import member_names, new_run_id
-from .predict import default_predictor
+from .predict import DEFAULT_PREDICTOR, default_predictor
 from .progress import Progress
 from .summary import Summary
 from .task import PersistOutcome, PredictionRef
@@ -275,8 +275,7 @@ def run_smoke(cfg: SmokeConfig, s3_cfg: AnyStoreConfig, events: ev.EventLog,
     work = work_dir or tempfile.mkdtemp(prefix="s43-smoke-")
     run_id = cfg.run_id or new_run_id()
     members = tuple(member_names(cfg.nodes * cfg.members_per_node))
-    predictor = "s43_ray.smoke:slow_predictor" if cfg.kill_node else \
-        "s43_ray.predict:default_predictor"
+    predictor = f"{__name__}:slow_predictor" if cfg.kill_node else DEFAULT_PREDICTOR
     try:
         with smoke_cluster(cfg.nodes, work) as cluster:
             s3, assigned, written, killed = _run_on(
@@ -289,7 +288,7 @@ def run_smoke(cfg: SmokeConfig, s3_cfg: AnyStoreConfig, events: ev.EventLog,
                 pod, _, pod_written, _ = _run_on(
                     cluster, cfg, f"{run_id}__pod-local", members,
                     FileStoreConfig(root=f"${POD_DIR_ENV}"), events,
-                    predictor="s43_ray.predict:default_predictor")
+                    predictor=DEFAULT_PREDICTOR)
     finally:
         if own_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -14,14 +14,15 @@ from dataclasses import dataclass, replace
 import ray
 
 from . import codec as codecs
+from . import metrics
 from .binding import binding_metadata, schema_digest
 from .codec import ArraySpec, Codec
 from .config import AnyStoreConfig
 from .errors import S43Error, SchemaMismatch
 from .keys import RunLayout
 from .predict import check_prediction, load_predictor
+from .stores import open_store
 from .stores.base import Store
-from .stores.s3 import open_store
 
 # Ray re-runs a task whose worker or node died this many times (system failures only; S3 errors
 # are retried inside botocore, and a predictor's own exception is not retried).
@@ -141,6 +142,7 @@ def _describe(specs: dict[str, ArraySpec]) -> str:
 @ray.remote(max_retries=TASK_MAX_RETRIES, retry_exceptions=False)
 def persist_task(spec: TaskSpec, member: str) -> PersistOutcome:
     """Ray form of :func:`persist_member`: one client per worker process, reused."""
+    metrics.watch_stores()
     store = open_store(spec.store)
     before = store.retries
     outcome = persist_member(store, spec, member)

@@ -27,7 +27,8 @@ from helpers import (
 from s43_ray.cli.main import main
 from s43_ray.config import StoreConfig
 from s43_ray.stores.local_s3 import LocalS3
-from s43_ray.stores.s3 import S3Store, admin_create_bucket
+from s43_ray.stores.s3 import S3Store
+from s43_ray.stores.s3_admin import S3BucketAdmin
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +91,7 @@ def store(store_cfg: StoreConfig) -> S3Store:
 @pytest.fixture
 def other_bucket(s3_server: LocalS3) -> str:
     name = f"s43-other-{uuid.uuid4().hex[:6]}"
-    admin_create_bucket(s3_server.store_config(), name)
+    S3BucketAdmin(s3_server.store_config()).create_bucket(name)
     return name
 
 

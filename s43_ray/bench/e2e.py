@@ -35,7 +35,7 @@ from ..config import Secret, StoreConfig
 from ..gate import GATE_CONCURRENCY, run_gate
 from ..keys import member_names
 from ..predict import DEFAULT_PREDICTOR
-from ..stores.s3 import S3Store, _client
+from ..stores.s3 import S3Store, client_for
 from ..task import PredictionRef, TaskSpec, persist_member
 from ..verify import Expectation, VerifyMode
 
@@ -265,7 +265,7 @@ class GateResult:
 def run_gate_bench(cfg: StoreConfig, counts: Sequence[int], codec: Codec) -> list[GateResult]:
     """Gate versus a serial HEAD+GET loop over the same freshly written keys."""
     store = S3Store(cfg)
-    client = _client(cfg)[0]
+    client = client_for(cfg)
     results = []
     for n in counts:
         spec = TaskSpec(store=cfg, run_id=f"gate-{n}", codec=codec, rows=GATE_ROWS,

@@ -37,7 +37,7 @@ from ..codec import Codec
 from ..config import StoreConfig
 from ..keys import RunLayout
 from ..predict import default_predictor
-from ..stores.s3 import S3Store, _client
+from ..stores.s3 import S3Store, client_for
 from ..task import PredictionRef, TaskSpec, persist_member
 from ..verify import Expectation, verify_member
 from .timing import Op
@@ -45,7 +45,7 @@ from .timing import Op
 # Bytes per row of the default predictor's record: int64 index, float32 prediction, int8 label.
 RECORD_BYTES_PER_ROW = 13
 # The predictor the benchmark's persist path loads: the default record, built once per size.
-BENCH_PREDICTOR = "s43_ray.bench_ops:bench_predictor"
+BENCH_PREDICTOR = f"{__name__}:bench_predictor"
 # Run id (a key segment) under which `ours` writes its transport objects.
 OURS_RUN = "transport"
 # s5cmd is a CLI; a hung one must not hang the benchmark.
@@ -103,7 +103,7 @@ class Env:
 
     def __post_init__(self) -> None:
         self.store = S3Store(self.cfg)
-        self.client = _client(self.cfg)[0]
+        self.client = client_for(self.cfg)
         self._setup_s5cmd()
         self._setup_obstore()
 

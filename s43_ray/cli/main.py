@@ -58,8 +58,8 @@ from ..progress import Progress
 from ..smoke import DEFAULT_NODES as DEFAULT_SMOKE_NODES
 from ..smoke import MAX_NODES as MAX_SMOKE_NODES
 from ..smoke import MEMBERS_PER_NODE, SMOKE_ROWS, SmokeConfig, SmokeReport, run_smoke
+from ..stores import open_store
 from ..stores.local_s3 import LocalS3
-from ..stores.s3 import open_store
 from ..summary import Summary
 from .bench_args import add_bench_parser
 from .ops import OPS_COMMANDS, Report, add_ops_parsers, run_op

@@ -25,7 +25,7 @@ from ..ops.lifecycle import (
 )
 from ..ops.lifecycle_rules import LifecycleDoc
 from ..ops.report import report_run
-from ..stores.s3 import open_store
+from ..stores import open_bucket_admin, open_store
 from .store_args import Parser, store_config, store_flags
 
 OPS_COMMANDS = ("lifecycle", "bucket", "gc", "report")
@@ -119,8 +119,9 @@ def run_op(args: argparse.Namespace, events: EventLog) -> Report:
                              f"store {args.store!r}; expected --bucket or --store s3://... "
                              "(a file store's retention is `s43-ray gc`)")
         doc = _rule_doc(args, cfg)
+        admin = open_bucket_admin(cfg)
         if args.command == "bucket":
-            return bucket_check(cfg, cfg.bucket, doc)
+            return bucket_check(admin, cfg.bucket, doc)
         if args.action == "apply":
-            return apply_lifecycle(cfg, cfg.bucket, doc)
-        return verify_lifecycle(cfg, cfg.bucket, doc)
+            return apply_lifecycle(admin, cfg.bucket, doc)
+        return verify_lifecycle(admin, cfg.bucket, doc)

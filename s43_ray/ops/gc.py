@@ -23,13 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ..errors import EXIT_PASSED, InputError
 from ..events import rfc3339
 from ..keys import CONTROL_DIRS, GATE_OBJECT, MANIFEST_OBJECT
-from ..stores.base import ObjectInfo, Store
-from ..stores.s3 import S3Store, _client, _translate
+from ..stores.base import BatchDeletes, ObjectInfo, Store
 from ..summary import human_size
 
 # Units of --older-than: days, hours, minutes.
@@ -38,8 +35,6 @@ _AGE_RE = re.compile(r"([0-9]{1,7})([dhm])")
 # A run whose newest object is under an hour old may still be running (members finish minutes
 # apart, the gate writes last); a shorter cut-off could delete a live run.
 MIN_AGE_S = 3_600
-# S3 DeleteObjects accepts at most 1000 keys per call.
-DELETE_BATCH = 1000
 # Deleted last, so a half-deleted run still shows what it was.
 CONTROL_OBJECTS = (MANIFEST_OBJECT, GATE_OBJECT)
 
@@ -154,30 +149,12 @@ def _newest(objs: Sequence[ObjectInfo]) -> float | None:
 
 
 def _delete_keys(store: Store, keys: Sequence[str]) -> None:
-    """Batch DeleteObjects on S3 (1000 a call, every refused key raises), else one by one."""
-    if not isinstance(store, S3Store):
-        for key in keys:
-            store.delete(key)
+    """In batches where the store can (S3: 1000 a request), else one by one."""
+    if isinstance(store, BatchDeletes):
+        store.delete_many(keys)
         return
-    client, _ = _client(store.cfg)
-    bucket, endpoint = store.cfg.bucket, store.cfg.endpoint_url or "AWS S3"
-    for i in range(0, len(keys), DELETE_BATCH):
-        chunk = keys[i:i + DELETE_BATCH]
-        try:
-            resp = client.delete_objects(Bucket=bucket, Delete={
-                "Objects": [{"Key": k} for k in chunk], "Quiet": True})
-        except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, op="DELETE", target=f"s3://{bucket}/{chunk[0]}",
-                             endpoint=endpoint) from exc
-        errors = resp.get("Errors", [])
-        if errors:
-            first = errors[0]
-            refused = ClientError({"Error": {"Code": first.get("Code", ""),
-                                             "Message": first.get("Message", "")}},
-                                  "DeleteObjects")
-            err = _translate(refused, op="DELETE", target=f"s3://{bucket}/{first.get('Key')}",
-                             endpoint=endpoint)
-            raise type(err)(f"{err}; {len(errors)} of {len(chunk)} keys refused") from refused
+    for key in keys:
+        store.delete(key)
 
 
 def _delete_run(store: Store, run_prefix: str, cutoff: float) -> tuple[Action, str, int, int]:

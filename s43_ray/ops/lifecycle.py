@@ -10,7 +10,7 @@ The store expires run objects itself once the lifecycle rule of
   endpoint, the rule as found, timestamp, OK or MISMATCH with the differences).
 - :func:`bucket_check` adds whether the bucket encrypts by default.
 
-Stores without lifecycle support use :func:`s43_ray.sweep.gc_runs` instead (re-exported here).
+Stores without lifecycle support use :func:`s43_ray.ops.gc.gc_runs` instead (re-exported here).
 Bucket-level calls (Get/PutBucketLifecycleConfiguration, GetBucketEncryption) are an operator's
 actions, not the s43 application's; the bucket policy in ``infra/scaleway`` grants them to the
 owner and the operator only. GET-merge-PUT is not atomic: S3 has no conditional lifecycle write,
@@ -22,14 +22,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
-
-from ..config import StoreConfig
-from ..errors import EXIT_GATE_FAILED, EXIT_PASSED, InputError, StoreError
+from ..errors import EXIT_GATE_FAILED, EXIT_PASSED, NotSupported, StoreError
 from ..events import rfc3339_now
-from ..stores.s3 import _client, _code, _translate
+from ..stores.base import BucketAdmin
 from .gc import GcReport, GcRun, gc_runs, parse_age
 from .lifecycle_rules import (
     RULE_ID,
@@ -47,17 +44,11 @@ from .lifecycle_rules import (
     validate_rule_doc,
 )
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
 __all__ = ["RULE_ID", "ApplyResult", "BucketCheck", "GcReport", "GcRun", "LifecycleDoc",
            "LifecycleProof", "RuleCheck", "apply_lifecycle", "bucket_check", "compare_rule",
            "covers_prefix", "default_rule_doc", "gc_runs", "load_rule_file", "merge_rules",
            "parse_age", "validate_rule_doc", "verify_lifecycle"]
 
-_NO_LIFECYCLE = {"NoSuchLifecycleConfiguration"}
-_NO_ENCRYPTION = {"ServerSideEncryptionConfigurationNotFoundError"}
-_NOT_IMPLEMENTED = {"NotImplemented", "501"}
 _GC_HINT = ("use `s43-ray gc --older-than 7d --yes` daily and file a waiver "
             "(infra/scaleway/WAIVER.md)")
 
@@ -67,31 +58,12 @@ Encryption = Literal["set", "not_set", "unsupported"]
 
 # --- talking to the store ---------------------------------------------------------------------
 
-def _resolve(target: StoreConfig | S3Client) -> tuple[S3Client, str]:
-    if isinstance(target, StoreConfig):
-        return _client(target)[0], target.endpoint_url or "AWS S3"
-    return target, str(target.meta.endpoint_url)
-
-
-def _live_rules(client: S3Client, bucket: str, endpoint: str) -> list[Rule]:
+def _live_rules(admin: BucketAdmin, bucket: str) -> list[Rule]:
     try:
-        resp = client.get_bucket_lifecycle_configuration(Bucket=bucket)
-    except ClientError as exc:
-        if _code(exc) in _NO_LIFECYCLE:
-            return []
-        raise _lifecycle_error(exc, "GET LIFECYCLE", bucket, endpoint) from exc
-    except BotoCoreError as exc:
-        raise _lifecycle_error(exc, "GET LIFECYCLE", bucket, endpoint) from exc
-    return [dict(r) for r in resp.get("Rules", [])]
-
-
-def _lifecycle_error(exc: Exception, op: str, bucket: str, endpoint: str) -> StoreError:
-    if isinstance(exc, ClientError) and _code(exc) in _NOT_IMPLEMENTED:
-        what = ("bucket lifecycle rules" if op.startswith("GET") else
-                "part of these lifecycle rules (e.g. Transitions on SeaweedFS)")
-        return StoreError(f"{op} s3://{bucket} at {endpoint}: the store does not implement "
-                          f"{what}; {_GC_HINT}")
-    return _translate(exc, op=op, target=f"s3://{bucket}", endpoint=endpoint)
+        return admin.lifecycle_rules(bucket)
+    except NotSupported as exc:
+        raise StoreError(f"{exc.where}: the store does not implement bucket lifecycle rules; "
+                         f"{_GC_HINT}") from exc
 
 
 @dataclass(frozen=True)
@@ -130,34 +102,25 @@ class ApplyResult:
         return "\n".join(lines)
 
 
-def apply_lifecycle(target: StoreConfig | S3Client, bucket: str, rule_doc: LifecycleDoc
-                    ) -> ApplyResult:
+def apply_lifecycle(admin: BucketAdmin, bucket: str, rule_doc: LifecycleDoc) -> ApplyResult:
     """GET the bucket's rules, merge ``rule_doc`` in (:func:`merge_rules`), PUT them back.
 
     Nothing is written when every rule of ``rule_doc`` is already live as it is (idempotent).
     Needs s3:GetLifecycleConfiguration and s3:PutLifecycleConfiguration on the bucket.
     Raises InputError (exit 2) for a document S3 refuses, StoreError (exit 3) otherwise."""
     wanted = validate_rule_doc(rule_doc)["Rules"]
-    client, endpoint = _resolve(target)
-    live = _live_rules(client, bucket, endpoint)
+    endpoint = admin.endpoint
+    live = _live_rules(admin, bucket)
     merged, added, replaced, kept = merge_rules(live, wanted)
     unchanged = all(not compare_rule(w, match_rule(w, live)) for w in wanted) and \
         len(replaced) == len(wanted)
     if not unchanged:
         try:
-            client.put_bucket_lifecycle_configuration(
-                Bucket=bucket, LifecycleConfiguration={"Rules": merged})  # type: ignore[typeddict-item]
-        except ParamValidationError as exc:
-            raise InputError(f"lifecycle rules for s3://{bucket} refused before sending: "
-                             f"{exc}; expected rules in S3's lifecycle format") from exc
-        except (ClientError, BotoCoreError) as exc:
-            if isinstance(exc, ClientError) and _code(exc) in {"MalformedXML", "InvalidArgument",
-                                                               "InvalidRequest"}:
-                raise InputError(f"PUT LIFECYCLE s3://{bucket} at {endpoint}: the store refused "
-                                 f"the rules ({_code(exc)}: "
-                                 f"{exc.response.get('Error', {}).get('Message', '')}); "
-                                 "expected rules this store supports") from exc
-            raise _lifecycle_error(exc, "PUT LIFECYCLE", bucket, endpoint) from exc
+            admin.put_lifecycle_rules(bucket, merged)
+        except NotSupported as exc:
+            raise StoreError(f"{exc.where}: the store does not implement part of these "
+                             f"lifecycle rules (e.g. Transitions on SeaweedFS); {_GC_HINT}"
+                             ) from exc
     return ApplyResult(bucket, endpoint, rfc3339_now(), not unchanged, tuple(added),
                        () if unchanged else tuple(replaced), tuple(kept),
                        tuple(live if unchanged else merged))
@@ -237,13 +200,12 @@ def _proof(bucket: str, endpoint: str, wanted: Sequence[Rule], live: Sequence[Ru
     return LifecycleProof(bucket, endpoint, rfc3339_now(), tuple(checks))
 
 
-def verify_lifecycle(target: StoreConfig | S3Client, bucket: str, rule_doc: LifecycleDoc
+def verify_lifecycle(admin: BucketAdmin, bucket: str, rule_doc: LifecycleDoc
                      ) -> LifecycleProof:
     """Read the live rules and compare each rule of ``rule_doc``; needs
     s3:GetLifecycleConfiguration. A bucket without lifecycle configuration is a MISMATCH."""
     wanted = validate_rule_doc(rule_doc)["Rules"]
-    client, endpoint = _resolve(target)
-    return _proof(bucket, endpoint, wanted, _live_rules(client, bucket, endpoint))
+    return _proof(bucket, admin.endpoint, wanted, _live_rules(admin, bucket))
 
 
 # --- the bucket check -------------------------------------------------------------------------
@@ -288,34 +250,20 @@ class BucketCheck:
         return "\n".join(lines)
 
 
-def _encryption(client: S3Client, bucket: str, endpoint: str) -> tuple[Encryption, str | None]:
+def _encryption(admin: BucketAdmin, bucket: str) -> tuple[Encryption, str | None]:
     try:
-        resp = client.get_bucket_encryption(Bucket=bucket)
-    except ClientError as exc:
-        if _code(exc) in _NO_ENCRYPTION:
-            return "not_set", None
-        if _code(exc) in _NOT_IMPLEMENTED:
-            return "unsupported", None
-        raise _translate(exc, op="GET ENCRYPTION", target=f"s3://{bucket}",
-                         endpoint=endpoint) from exc
-    except BotoCoreError as exc:
-        raise _translate(exc, op="GET ENCRYPTION", target=f"s3://{bucket}",
-                         endpoint=endpoint) from exc
-    # Scaleway answers {"ServerSideEncryptionConfiguration": {}} once SSE-ONE is disabled.
-    for rule in resp.get("ServerSideEncryptionConfiguration", {}).get("Rules", []):
-        algorithm = rule.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
-        if algorithm:
-            return "set", str(algorithm)
-    return "not_set", None
+        algorithm = admin.default_encryption(bucket)
+    except NotSupported:
+        return "unsupported", None
+    return ("set", algorithm) if algorithm else ("not_set", None)
 
 
-def bucket_check(target: StoreConfig | S3Client, bucket: str,
+def bucket_check(admin: BucketAdmin, bucket: str,
                  rule_doc: LifecycleDoc | None = None) -> BucketCheck:
     """Default encryption (GetBucketEncryption) and the lifecycle rule (as ``verify``).
     Needs s3:GetEncryptionConfiguration and s3:GetLifecycleConfiguration: an operator's."""
     wanted = validate_rule_doc(rule_doc or default_rule_doc())["Rules"]
-    client, endpoint = _resolve(target)
-    encryption, algorithm = _encryption(client, bucket, endpoint)
-    proof = _proof(bucket, endpoint, wanted, _live_rules(client, bucket, endpoint))
-    return BucketCheck(bucket, endpoint, proof.checked_at, encryption, algorithm, proof)
+    encryption, algorithm = _encryption(admin, bucket)
+    proof = _proof(bucket, admin.endpoint, wanted, _live_rules(admin, bucket))
+    return BucketCheck(bucket, admin.endpoint, proof.checked_at, encryption, algorithm, proof)
 

@@ -1,9 +1,11 @@
 """The store boundary's shape: what every store offers, whatever it is built on.
 
-:class:`Store` is the protocol the task, the gate, the reports and the benchmark depend on;
-:class:`ObjectInfo` is what a HEAD or a LIST says of an object. Implementations:
-:mod:`s43_ray.store` (S3 through boto3 and obstore), :mod:`s43_ray.filestore` (a shared
-folder), :mod:`s43_ray.memstore` (pure unit tests).
+One small protocol per capability (:class:`Reads`, :class:`Writes`, :class:`Lists`,
+:class:`Heads`, :class:`Deletes`, :class:`BatchDeletes`, :class:`BucketAdmin`); :class:`Store`
+is the set the task, the gate, the reports and the benchmark depend on; :class:`ObjectInfo` is
+what a HEAD or a LIST says of an object. Implementations: :mod:`.s3` (S3 through boto3 and
+obstore; :mod:`.s3_admin` for bucket settings), :mod:`.file` (a shared folder), :mod:`.memory`
+(pure unit tests). Code above this package names these protocols, never an implementation.
 
 Conditional writes: ``put(..., if_none_match=True)`` creates a key only if it is absent
 (``If-None-Match: *``), ``put(..., if_match=etag)`` replaces an object only if it is still the one
@@ -16,9 +18,9 @@ whose ETag the caller read (``If-Match``). A refused condition raises
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import PreconditionFailed
 
@@ -38,12 +40,7 @@ class ObjectInfo:
     etag: str | None = None  # as the store sends it, quotes included: usable as ``if_match``
 
 
-class Store(Protocol):
-    """The operations the task, the gate and the benchmark depend on."""
-
-    @property
-    def url(self) -> str: ...
-
+class Writes(Protocol):
     def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
             s3_checksum: str | None = None, content_type: str = "application/octet-stream",
             if_none_match: bool = False, if_match: str | None = None) -> str | None:
@@ -54,18 +51,65 @@ class Store(Protocol):
         current object's ETag is ``etag``. A refused condition raises
         :class:`PreconditionFailed` naming the key and the condition."""
 
+
+class Reads(Protocol):
     def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
         """Read an object whole (``size_hint``: its size, when the caller knows it).
         Raises :class:`ObjectNotFound`."""
 
+
+class Heads(Protocol):
     def head(self, key: str) -> ObjectInfo:
         """Metadata of an object. Raises :class:`ObjectNotFound`."""
 
+
+class Lists(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every key under ``prefix``, paginated, in key order."""
 
+
+class Deletes(Protocol):
     def delete(self, key: str) -> None:
         """Remove a key; absent keys are not an error."""
+
+
+@runtime_checkable
+class BatchDeletes(Protocol):
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove many keys in few requests; a key the store refuses raises."""
+
+
+@runtime_checkable
+class BucketAdmin(Protocol):
+    """Bucket settings: an operator's capability, not the pipeline's."""
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint as messages name it."""
+
+    def lifecycle_rules(self, bucket: str) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules ([] when none). :class:`NotSupported` when the store
+        does not implement them."""
+
+    def put_lifecycle_rules(self, bucket: str, rules: list[dict[str, Any]]) -> None:
+        """Replace the bucket's lifecycle rules."""
+
+    def default_encryption(self, bucket: str) -> str | None:
+        """The default encryption's algorithm, None when unset; :class:`NotSupported`."""
+
+    def create_bucket(self, bucket: str) -> None:
+        """Create the bucket unless it exists."""
+
+
+class Store(Reads, Writes, Heads, Lists, Deletes, Protocol):
+    """The operations the task, the gate and the benchmark depend on."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def retries(self) -> int:
+        """Attempts this process has retried for this store's config so far."""
 
     def check(self) -> None:
         """Fail fast with a :class:`StoreError` if the bucket cannot be listed."""

@@ -204,12 +204,12 @@ class LocalS3:
                                f"{START_TIMEOUT_S:.0f}s; see {self.data_dir / 'weed.log'}")
 
     def _ensure_bucket(self) -> None:
-        from .s3 import admin_create_bucket
+        from .s3_admin import S3BucketAdmin
 
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
-                admin_create_bucket(self.store_config(), self.bucket)
+                S3BucketAdmin(self.store_config()).create_bucket(self.bucket)
                 return
             except StoreUnreachable:
                 if time.monotonic() > deadline:

@@ -1,18 +1,16 @@
-"""The S3 store: :class:`~s43_ray.storebase.Store` over boto3 (and obstore for GETs), and
-:func:`open_store`, the one door from a config to a store.
+"""The S3 store: :class:`~s43_ray.stores.base.Store` over boto3 (and obstore for GETs).
 
-Everything above the store boundary sees :class:`~s43_ray.storebase.Store` and the project's
-own errors (:mod:`s43_ray.errors`); botocore's exceptions stop here, translated by
-:func:`_translate`. Conditional writes and ETags: see :mod:`s43_ray.storebase`.
+Everything above the store boundary sees the :class:`Store` protocol and the project's own
+errors (:mod:`s43_ray.errors`); botocore's exceptions stop here, translated by :func:`translate`
+with the table both S3 clients share (:mod:`.s3_errors`). Conditional writes and ETags: see
+:mod:`.base`. Bucket configuration (lifecycle, encryption) is :mod:`.s3_admin`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import logging
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -30,67 +28,27 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .. import metrics
-from ..config import AnyStoreConfig, FileStoreConfig, StoreConfig
-from ..errors import (
-    S3_THROTTLING_CODES,
-    AccessDenied,
-    InputError,
-    NoSuchBucket,
-    ObjectNotFound,
-    SseKeyRequired,
-    StoreError,
-    StoreUnreachable,
-    Throttled,
-    sse_read_error,
-)
-from . import s3_fast_get as s3get
-from .base import (
-    IF_NONE_MATCH,
-    ObjectInfo,
-    finished_within,
-    precondition_failed,
-    put_condition,
-)
-from .file import FileStore
+from ..config import StoreConfig
+from ..errors import AccessDenied, InputError, SseKeyRequired, StoreError, StoreUnreachable
+from . import hooks
+from . import s3_fast_get as fast_get
+from .base import ObjectInfo, finished_within, put_condition
+from .s3_errors import classify
+from .s3_settings import RetryLog, S3Settings, retry_log
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-log = logging.getLogger("s43_ray.store")
 
 # GETs of objects at least this large go through boto3: obstore costs less CPU per request
 # (4 KiB: 1.9 ms vs 2.7 ms here) but more per byte (64 MiB: ~58 ms vs 54 ms; 256 MiB: 20 %).
 BOTO3_GET_MIN_BYTES = 8 * 1024**2
 # S3 lists at most 1000 keys per page; asking for the maximum keeps a 10,000-member run at 10 calls.
 LIST_PAGE_SIZE = 1000
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
-# A conditional write refused (412), or lost to a concurrent conditional write (AWS: 409).
-_PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
-_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
-           "AllAccessDisabled", "ExpiredToken", "InvalidToken", "AccountProblem"}
+# DeleteObjects takes at most 1000 keys a call.
+DELETE_BATCH = 1000
 
 
-# --- S3 ---------------------------------------------------------------------------------------
-
-class _RetryLogger:
-    """One WARNING per retried attempt, with its number; counts retries for the summary."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.retries = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Any, operation_name: str = "", **_: Any) -> None:
-        attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
-        if attempt > 1:
-            with self._lock:
-                self.retries += 1
-            metrics.record_retry(operation_name)
-            path = urlsplit(str(getattr(request, "url", ""))).path
-            log.warning("s3 %s retry attempt %d to %s (%s)", operation_name, attempt,
-                        self.endpoint, unquote(path))
-
+# --- the boto3 client -------------------------------------------------------------------------
 
 def _botocore_config(cfg: StoreConfig, *, connect_timeout: float, read_timeout: float,
                      attempts: int, pool: int) -> Config:
@@ -108,82 +66,72 @@ def _botocore_config(cfg: StoreConfig, *, connect_timeout: float, read_timeout: 
 
 
 @lru_cache(maxsize=8)
-def _client(cfg: StoreConfig) -> tuple[S3Client, _RetryLogger]:
-    """One client per process and config: built once in each Ray worker, never per call."""
+def client_for(cfg: StoreConfig) -> S3Client:
+    """One boto3 client per process and config: built once in each Ray worker, never per call.
+    Its retried attempts go to the config's :class:`RetryLog`."""
     client = _build_client(cfg, _botocore_config(
         cfg, connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
         attempts=cfg.max_attempts, pool=cfg.max_pool_connections))
-    retry_logger = _RetryLogger(cfg.endpoint_url or "AWS S3")
-    client.meta.events.register("request-created.s3.*", retry_logger)
-    return client, retry_logger
+    client.meta.events.register("request-created.s3.*", _RetryHandler(retry_log(cfg)))
+    return client
+
+
+class _RetryHandler:
+    """botocore's ``request-created`` event: attempt 2 and later are retries."""
+
+    def __init__(self, retries: RetryLog) -> None:
+        self.retries = retries
+
+    def __call__(self, request: Any, operation_name: str = "", **_: Any) -> None:
+        attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
+        if attempt > 1:
+            path = unquote(urlsplit(str(getattr(request, "url", ""))).path)
+            self.retries.retried(operation_name, attempt, path)
 
 
 @lru_cache(maxsize=8)
-def _probe_client(cfg: StoreConfig, timeout: float) -> S3Client:
+def probe_client(cfg: StoreConfig, timeout: float) -> S3Client:
     """The client of :meth:`S3Store.probe`: the same endpoint, credentials, region and
-    addressing as :func:`_client`, but one attempt and timeouts bounded by ``timeout``."""
+    addressing as :func:`client_for`, but one attempt and timeouts bounded by ``timeout``."""
     return _build_client(cfg, _botocore_config(
         cfg, connect_timeout=min(timeout, cfg.connect_timeout), read_timeout=timeout,
         attempts=1, pool=4))
 
 
 def _build_client(cfg: StoreConfig, botocfg: Config) -> S3Client:
+    settings = S3Settings(cfg)
     kwargs: dict[str, Any] = {"endpoint_url": cfg.endpoint_url, "config": botocfg}
-    if cfg.region:
-        kwargs["region_name"] = cfg.region
-    elif cfg.endpoint_url:
-        kwargs["region_name"] = "us-east-1"  # S3-compatible stores ignore it but SigV4 needs one
-    if cfg.access_key_id and cfg.secret_access_key:
-        kwargs["aws_access_key_id"] = cfg.access_key_id.value
-        kwargs["aws_secret_access_key"] = cfg.secret_access_key.value
+    if settings.region:
+        kwargs["region_name"] = settings.region
+    if settings.static_credentials:
+        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = \
+            settings.static_credentials
     try:
         return boto3.session.Session().client("s3", **kwargs)
     except ProfileNotFound as exc:
         raise InputError(f"AWS profile {exc.kwargs.get('profile')!r} is not configured; "
                          "expected a profile from ~/.aws/config or no AWS_PROFILE") from exc
     except BotoCoreError as exc:
-        raise StoreError(f"S3 client for {cfg.endpoint_url or 'AWS S3'} could not be built: "
+        raise StoreError(f"S3 client for {cfg.display_endpoint} could not be built: "
                          f"{exc}") from exc
 
 
-def _code(exc: ClientError) -> str:
+def error_code(exc: ClientError) -> str:
+    """The S3 error code of a refusal, else its HTTP status."""
     err = exc.response.get("Error", {})
     return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
-def _translate(exc: Exception, *, op: str, target: str, endpoint: str,
-               condition: str | None = None) -> StoreError:
-    """Map a botocore exception to the project's error tree; messages name the target.
-
-    ``condition``: the header of a conditional request (``If-None-Match: *``, ``If-Match: E``).
-    A refused condition (412 ``PreconditionFailed``), a conditional write that lost to a
-    concurrent one (409 ``ConditionalRequestConflict``, AWS) and an ``If-Match`` on a key that
-    no longer exists (404, AWS) are :class:`PreconditionFailed`."""
+def translate(exc: Exception, *, op: str, target: str, endpoint: str,
+              condition: str | None = None, sse: str = "none") -> StoreError | SseKeyRequired:
+    """A botocore exception as the project's error; the message names ``op`` and ``target``.
+    ``condition``: the header of a conditional request (see :func:`.s3_errors.classify`)."""
     where = f"{op} {target} at {endpoint}"
     if isinstance(exc, ClientError):
-        code = _code(exc)
-        if code in _PRECONDITION:
-            if code == "ConditionalRequestConflict":
-                why, condition = ("a concurrent conditional write to the key won",
-                                  "; ".join(filter(None, [code, condition])))
-            elif condition == IF_NONE_MATCH:
-                why = "the key already exists"
-            elif condition:
-                why = "the object changed or was deleted since its ETag was read"
-            else:
-                why, condition = "a condition did not hold", code
-            return precondition_failed(where, why, condition)
-        if code in _NOT_FOUND:
-            if condition and condition != IF_NONE_MATCH:
-                return precondition_failed(where, "the key does not exist", condition)
-            return ObjectNotFound(f"{where}: not found")
-        if code == "NoSuchBucket":
-            return NoSuchBucket(f"{where}: no such bucket")
-        if code in _DENIED:
-            return AccessDenied(f"{where}: access denied ({code})")
-        if code in S3_THROTTLING_CODES:
-            return Throttled(f"{where}: throttled ({code}) after retries")
-        return StoreError(f"{where}: {code}")
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        return classify(error_code(exc), status=status, message=message, op=op, where=where,
+                        sse=sse, condition=condition)[0]
     if isinstance(exc, NoCredentialsError):
         return AccessDenied(f"{where}: no credentials found (set AWS_ACCESS_KEY_ID/"
                             "AWS_SECRET_ACCESS_KEY or a profile)")
@@ -240,33 +188,33 @@ class S3Store:
 
     def __init__(self, cfg: StoreConfig) -> None:
         self.cfg = cfg
-        self._client, self._retries = _client(cfg)
-        self._endpoint = cfg.endpoint_url or "AWS S3"
+        self._client = client_for(cfg)
+        self._endpoint = cfg.display_endpoint
         # SSE-C: botocore adds the key's base64 and MD5 headers to every PUT, HEAD and GET.
         self._sse: dict[str, Any] = {}
-        if cfg.sse == "sse-c" and cfg.sse_c_key is not None:
+        key = S3Settings(cfg).sse_c_key_b64
+        if key is not None:
             self._sse = {"SSECustomerAlgorithm": "AES256",
-                         "SSECustomerKey": base64.b64decode(cfg.sse_c_key.value)}
+                         "SSECustomerKey": base64.b64decode(key)}
 
     @property
     def url(self) -> str:
         return self.cfg.url
 
     @property
+    def client(self) -> S3Client:
+        """The boto3 client this store shares with every other store of its config."""
+        return self._client
+
+    @property
     def retries(self) -> int:
-        """Retried attempts made by this process's clients so far."""
-        return self._retries.retries + s3get.retries(self.cfg)
+        """Retried attempts made by this process's clients for this config so far."""
+        return retry_log(self.cfg).retries
 
     def _fail(self, exc: Exception, op: str, key: str, condition: str | None = None
               ) -> StoreError | SseKeyRequired:
-        target = f"s3://{self.cfg.bucket}/{key}"
-        sse = None
-        if isinstance(exc, ClientError):
-            message = str(exc.response.get("Error", {}).get("Message", ""))
-            sse = sse_read_error(_code(exc), message, op=op,
-                                 where=f"{op} {target} at {self._endpoint}", sse=self.cfg.sse)
-        return sse or _translate(exc, op=op, target=target, endpoint=self._endpoint,
-                                 condition=condition)
+        return translate(exc, op=op, target=f"s3://{self.cfg.bucket}/{key}",
+                         endpoint=self._endpoint, condition=condition, sse=self.cfg.sse)
 
     def put(self, key: str, body: bytes | memoryview, *, metadata: Mapping[str, str],
             s3_checksum: str | None = None, content_type: str = "application/octet-stream",
@@ -291,7 +239,7 @@ class S3Store:
         if if_match is not None:
             kwargs["IfMatch"] = if_match
         size = body.nbytes if isinstance(body, memoryview) else len(body)
-        with metrics.s3_request("put", metrics.codec_tag(metadata, content_type), size):
+        with hooks.request("put", metadata=metadata, content_type=content_type, nbytes=size):
             try:
                 resp = self._client.put_object(**kwargs)
             except (ClientError, BotoCoreError) as exc:
@@ -300,27 +248,27 @@ class S3Store:
         return str(etag) if etag else None
 
     def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
-        """Small and unknown-size objects through obstore (:mod:`s43_ray.s3get`): a third of
+        """Small and unknown-size objects through obstore (:mod:`.s3_fast_get`): a third of
         boto3's CPU per request, the body without a copy. Objects known to be large through
-        boto3, whose per-byte path is faster (see the README's *Benchmark*). Same settings,
-        errors, retries and retry warnings either way."""
+        boto3, whose per-byte path is faster (docs/benchmark.md). Same settings, errors,
+        retries and retry warnings either way."""
         if size_hint is not None and size_hint >= BOTO3_GET_MIN_BYTES:
             return self._get_boto3(key)
-        with metrics.s3_request("get") as req:
-            got = s3get.get(self.cfg, key)
-            req.codec = metrics.codec_tag(got.metadata, got.content_type)
+        with hooks.request("get") as req:
+            got = fast_get.get(self.cfg, key)
+            req.metadata, req.content_type = got.metadata, got.content_type
             req.nbytes = len(got.body)
         return got.body, ObjectInfo(key=key, size=len(got.body), metadata=got.metadata,
                                     last_modified=got.last_modified, etag=got.etag)
 
     def _get_boto3(self, key: str) -> tuple[memoryview, ObjectInfo]:
-        with metrics.s3_request("get") as req:
+        with hooks.request("get") as req:
             try:
                 resp = self._client.get_object(Bucket=self.cfg.bucket, Key=key, **self._sse)
                 body = resp["Body"].read()
             except (ClientError, BotoCoreError) as exc:
                 raise self._fail(exc, "GET", key) from exc
-            req.codec = metrics.codec_tag(resp.get("Metadata"), resp.get("ContentType"))
+            req.metadata, req.content_type = resp.get("Metadata"), resp.get("ContentType")
             req.nbytes = len(body)
         info = ObjectInfo(key=key, size=len(body), metadata=resp.get("Metadata", {}),
                           last_modified=resp["LastModified"].timestamp(),
@@ -328,13 +276,13 @@ class S3Store:
         return memoryview(body), info
 
     def head(self, key: str) -> ObjectInfo:
-        with metrics.s3_request("head") as req:
+        with hooks.request("head") as req:
             try:
                 resp = self._client.head_object(Bucket=self.cfg.bucket, Key=key,
                                                 ChecksumMode="ENABLED", **self._sse)
             except (ClientError, BotoCoreError) as exc:
                 raise self._fail(exc, "HEAD", key) from exc
-            req.codec = metrics.codec_tag(resp.get("Metadata"), resp.get("ContentType"))
+            req.metadata, req.content_type = resp.get("Metadata"), resp.get("ContentType")
         return ObjectInfo(key=key, size=int(resp["ContentLength"]),
                           metadata=resp.get("Metadata", {}),
                           last_modified=resp["LastModified"].timestamp(),
@@ -347,7 +295,7 @@ class S3Store:
                                       "MaxKeys": LIST_PAGE_SIZE}
             if token:
                 kwargs["ContinuationToken"] = token
-            with metrics.s3_request("list"):
+            with hooks.request("list"):
                 try:
                     page = self._client.list_objects_v2(**kwargs)
                 except (ClientError, BotoCoreError) as exc:
@@ -361,14 +309,35 @@ class S3Store:
                 return
 
     def delete(self, key: str) -> None:
-        with metrics.s3_request("delete"):
+        with hooks.request("delete"):
             try:
                 self._client.delete_object(Bucket=self.cfg.bucket, Key=key)
             except (ClientError, BotoCoreError) as exc:
                 raise self._fail(exc, "DELETE", key) from exc
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, :data:`DELETE_BATCH` keys a call; a key the store refuses raises
+        (naming it, and how many of its batch were refused); absent keys are not an error."""
+        for i in range(0, len(keys), DELETE_BATCH):
+            chunk = keys[i:i + DELETE_BATCH]
+            with hooks.request("delete"):
+                try:
+                    resp = self._client.delete_objects(Bucket=self.cfg.bucket, Delete={
+                        "Objects": [{"Key": k} for k in chunk], "Quiet": True})
+                except (ClientError, BotoCoreError) as exc:
+                    raise self._fail(exc, "DELETE", chunk[0]) from exc
+            errors = resp.get("Errors", [])
+            if errors:
+                first = errors[0]
+                refused = ClientError({"Error": {"Code": first.get("Code", ""),
+                                                 "Message": first.get("Message", "")}},
+                                      "DeleteObjects")
+                err = self._fail(refused, "DELETE", str(first.get("Key")))
+                raise type(err)(f"{err}; {len(errors)} of {len(chunk)} keys refused") \
+                    from refused
+
     def check(self) -> None:
-        with metrics.s3_request("list"):
+        with hooks.request("list"):
             try:
                 self._client.list_objects_v2(Bucket=self.cfg.bucket,
                                              Prefix=self.cfg.prefix + "/", MaxKeys=1)
@@ -394,7 +363,7 @@ class S3Store:
         connect_timeout = min(timeout, self.cfg.connect_timeout)
 
         def list_one() -> None:
-            client = _probe_client(self.cfg, float(timeout))
+            client = probe_client(self.cfg, float(timeout))
             try:
                 client.list_objects_v2(Bucket=self.cfg.bucket, Prefix=target, MaxKeys=1)
             except (ReadTimeoutError, ConnectTimeoutError) as exc:
@@ -405,26 +374,6 @@ class S3Store:
                     error = StoreUnreachable(f"{error} (probe)")
                 raise error from exc
 
-        with metrics.s3_request("list"):
+        with hooks.request("list"):
             if not finished_within(timeout + connect_timeout + 1.0, list_one):
                 raise silent()
-
-
-def admin_create_bucket(cfg: StoreConfig, bucket: str) -> None:
-    """Create ``bucket`` if it does not exist (embedded server and tests only)."""
-    client, _ = _client(cfg)
-    try:
-        client.create_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if _code(exc) in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-            return
-        raise _translate(exc, op="CREATE BUCKET", target=f"s3://{bucket}",
-                         endpoint=cfg.endpoint_url or "AWS S3") from exc
-    except BotoCoreError as exc:
-        raise _translate(exc, op="CREATE BUCKET", target=f"s3://{bucket}",
-                         endpoint=cfg.endpoint_url or "AWS S3") from exc
-
-
-def open_store(cfg: AnyStoreConfig) -> S3Store | FileStore:
-    """The store a config names: S3, or a directory for ``file://``."""
-    return FileStore(cfg) if isinstance(cfg, FileStoreConfig) else S3Store(cfg)

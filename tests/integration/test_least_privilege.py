@@ -33,7 +33,8 @@ from s43_ray.ops.lifecycle import (
     verify_lifecycle,
 )
 from s43_ray.stores.local_s3 import LocalS3
-from s43_ray.stores.s3 import S3Store, admin_create_bucket
+from s43_ray.stores.s3 import S3Store
+from s43_ray.stores.s3_admin import S3BucketAdmin
 
 pytestmark = pytest.mark.s3
 
@@ -89,7 +90,7 @@ def lp_server(tmp_path_factory: pytest.TempPathFactory, aws_env: dict[str, str]
     server = LocalS3(tmp_path_factory.mktemp("seaweedfs-lp"), bucket=BUCKET, s3_config=config)
     server.start()
     try:
-        admin_create_bucket(server.store_config(), OTHER_BUCKET)
+        S3BucketAdmin(server.store_config()).create_bucket(OTHER_BUCKET)
         yield server
     finally:
         server.stop()
@@ -179,9 +180,9 @@ def test_s43_identity_is_refused_on_another_bucket(lp_server: LocalS3) -> None:
 def test_s43_identity_cannot_read_or_change_bucket_configuration(lp_server: LocalS3) -> None:
     app = cfg(lp_server, APP)
 
-    for call in (lambda: apply_lifecycle(app, BUCKET, default_rule_doc()),
-                 lambda: verify_lifecycle(app, BUCKET, default_rule_doc()),
-                 lambda: bucket_check(app, BUCKET)):
+    for call in (lambda: apply_lifecycle(S3BucketAdmin(app), BUCKET, default_rule_doc()),
+                 lambda: verify_lifecycle(S3BucketAdmin(app), BUCKET, default_rule_doc()),
+                 lambda: bucket_check(S3BucketAdmin(app), BUCKET)):
         with pytest.raises(AccessDenied) as err:
             call()
         assert err.value.exit_code == 3 and f"s3://{BUCKET}" in str(err.value)
@@ -222,14 +223,14 @@ def test_operator_identity_manages_retention_on_its_bucket_only(lp_server: Local
         Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [
             {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
 
-    apply_lifecycle(operator, BUCKET, default_rule_doc())
+    apply_lifecycle(S3BucketAdmin(operator), BUCKET, default_rule_doc())
 
-    assert verify_lifecycle(operator, BUCKET, default_rule_doc()).exit_code == 0
-    assert bucket_check(operator, BUCKET).exit_code == 0
+    assert verify_lifecycle(S3BucketAdmin(operator), BUCKET, default_rule_doc()).exit_code == 0
+    assert bucket_check(S3BucketAdmin(operator), BUCKET).exit_code == 0
     with pytest.raises(AccessDenied):
-        bucket_check(operator, OTHER_BUCKET)
+        bucket_check(S3BucketAdmin(operator), OTHER_BUCKET)
     with pytest.raises(AccessDenied):
-        apply_lifecycle(operator, OTHER_BUCKET, default_rule_doc())
+        apply_lifecycle(S3BucketAdmin(operator), OTHER_BUCKET, default_rule_doc())
 
 
 # --- refusals ---------------------------------------------------------------------------------

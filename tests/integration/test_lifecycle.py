@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from helpers import keys_under
 
-import s43_ray.ops.gc as sweep_module
+import s43_ray.stores.s3 as s3_module
 from s43_ray.config import StoreConfig
 from s43_ray.errors import NoSuchBucket, StoreError, StoreUnreachable
 from s43_ray.ops.lifecycle import (
@@ -29,7 +29,8 @@ from s43_ray.ops.lifecycle import (
     verify_lifecycle,
 )
 from s43_ray.stores.local_s3 import free_ports
-from s43_ray.stores.s3 import S3Store, _client
+from s43_ray.stores.s3 import S3Store, client_for
+from s43_ray.stores.s3_admin import S3BucketAdmin
 
 pytestmark = pytest.mark.s3
 
@@ -44,7 +45,7 @@ TAGGED = {"ID": "tmp-tagged", "Filter": {"And": {"Prefix": "tmp/",
 
 
 def client(cfg: StoreConfig) -> Any:
-    return _client(cfg)[0]
+    return client_for(cfg)
 
 
 def put_rules(cfg: StoreConfig, bucket: str, rules: list[dict[str, Any]]) -> None:
@@ -69,7 +70,7 @@ def test_apply_keeps_the_rules_for_other_prefixes(store_cfg: StoreConfig,
                                                   other_bucket: str) -> None:
     put_rules(store_cfg, other_bucket, [LOGS, TAGGED])
 
-    result = apply_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    result = apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     live = live_rules(store_cfg, other_bucket)
     assert set(live) == {"logs-30d", "tmp-tagged", "s43-predictions-7d"}
@@ -87,7 +88,7 @@ def test_apply_replaces_a_rule_with_the_same_id(store_cfg: StoreConfig,
                                                 other_bucket: str) -> None:
     put_rules(store_cfg, other_bucket, [with_days(30), LOGS])
 
-    result = apply_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    result = apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     live = live_rules(store_cfg, other_bucket)
     assert live["s43-predictions-7d"]["Expiration"] == {"Days": 7}
@@ -99,7 +100,7 @@ def test_apply_replaces_another_expiration_of_the_same_prefix(store_cfg: StoreCo
                                                               other_bucket: str) -> None:
     put_rules(store_cfg, other_bucket, [dict(with_days(90), ID="old-preds-90d")])
 
-    result = apply_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    result = apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     assert set(live_rules(store_cfg, other_bucket)) == {"s43-predictions-7d"}
     assert result.replaced == ("old-preds-90d",)
@@ -116,9 +117,9 @@ def test_apply_twice_is_idempotent_and_writes_once(store_cfg: StoreConfig,
     event = "before-call.s3.PutBucketLifecycleConfiguration"
     client(store_cfg).meta.events.register(event, count)
     try:
-        first = apply_lifecycle(store_cfg, other_bucket, default_rule_doc())
+        first = apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
         after_first = live_rules(store_cfg, other_bucket)
-        second = apply_lifecycle(store_cfg, other_bucket, default_rule_doc())
+        second = apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
     finally:
         client(store_cfg).meta.events.unregister(event, count)
 
@@ -130,7 +131,7 @@ def test_apply_twice_is_idempotent_and_writes_once(store_cfg: StoreConfig,
 
 def test_apply_to_a_missing_bucket_is_no_such_bucket(store_cfg: StoreConfig) -> None:
     with pytest.raises(NoSuchBucket) as err:
-        apply_lifecycle(store_cfg, "s43-no-such-bucket-here", default_rule_doc())
+        apply_lifecycle(S3BucketAdmin(store_cfg), "s43-no-such-bucket-here", default_rule_doc())
 
     assert err.value.exit_code == 3 and "s43-no-such-bucket-here" in str(err.value)
 
@@ -143,7 +144,7 @@ def test_seaweedfs_refuses_transitions_and_nothing_is_written(store_cfg: StoreCo
                "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}]}
 
     with pytest.raises(StoreError, match="does not implement part of these lifecycle rules"):
-        apply_lifecycle(store_cfg, other_bucket, {"Rules": [OURS, glacier]})
+        apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, {"Rules": [OURS, glacier]})
 
     assert set(live_rules(store_cfg, other_bucket)) == {"logs-30d"}
 
@@ -151,9 +152,9 @@ def test_seaweedfs_refuses_transitions_and_nothing_is_written(store_cfg: StoreCo
 # --- lifecycle verify -------------------------------------------------------------------------
 
 def test_verify_is_ok_after_apply(store_cfg: StoreConfig, other_bucket: str) -> None:
-    apply_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
-    proof = verify_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    proof = verify_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     assert proof.status == "OK" and proof.exit_code == 0
     record = json.loads(proof.to_json())
@@ -171,7 +172,7 @@ def test_verify_mismatch_when_the_live_rule_differs(store_cfg: StoreConfig,
                                                     other_bucket: str) -> None:
     put_rules(store_cfg, other_bucket, [with_days(30), LOGS])
 
-    proof = verify_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    proof = verify_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     assert proof.status == "MISMATCH" and proof.exit_code == 1
     assert proof.checks[0].differences == ("Expiration.Days: expected 7, found 30",)
@@ -182,14 +183,14 @@ def test_verify_mismatch_when_the_rule_is_disabled(store_cfg: StoreConfig,
                                                    other_bucket: str) -> None:
     put_rules(store_cfg, other_bucket, [dict(OURS, Status="Disabled")])
 
-    proof = verify_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    proof = verify_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     assert proof.checks[0].differences == ("Status: expected 'Enabled', found 'Disabled'",)
 
 
 def test_verify_mismatch_when_the_bucket_has_no_lifecycle(store_cfg: StoreConfig,
                                                           other_bucket: str) -> None:
-    proof = verify_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    proof = verify_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     assert proof.status == "MISMATCH" and proof.exit_code == 1
     assert proof.checks[0].found is None
@@ -200,7 +201,7 @@ def test_verify_mismatch_when_only_other_rules_are_live(store_cfg: StoreConfig,
                                                         other_bucket: str) -> None:
     put_rules(store_cfg, other_bucket, [LOGS])
 
-    proof = verify_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    proof = verify_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     assert proof.status == "MISMATCH" and proof.checks[0].found is None
 
@@ -211,7 +212,7 @@ def test_verify_notes_a_bucket_wide_rule_overlapping_ours(store_cfg: StoreConfig
                   "Expiration": {"Days": 1}}
     put_rules(store_cfg, other_bucket, [OURS, everything])
 
-    proof = verify_lifecycle(store_cfg, other_bucket, default_rule_doc())
+    proof = verify_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
 
     assert proof.status == "OK" and proof.checks[0].overlapping == ("everything-1d",)
     assert "S3 applies the shortest expiration" in proof.human()
@@ -221,7 +222,7 @@ def test_verify_notes_a_bucket_wide_rule_overlapping_ours(store_cfg: StoreConfig
 
 def test_bucket_check_reports_what_is_missing_then_ok(store_cfg: StoreConfig,
                                                       other_bucket: str) -> None:
-    before = bucket_check(store_cfg, other_bucket)
+    before = bucket_check(S3BucketAdmin(store_cfg), other_bucket)
     assert (before.encryption, before.lifecycle.status, before.exit_code) == (
         "not_set", "MISMATCH", 1)
     assert "default encryption  NOT SET" in before.human()
@@ -229,11 +230,11 @@ def test_bucket_check_reports_what_is_missing_then_ok(store_cfg: StoreConfig,
     client(store_cfg).put_bucket_encryption(
         Bucket=other_bucket, ServerSideEncryptionConfiguration={"Rules": [
             {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    half = bucket_check(store_cfg, other_bucket)
+    half = bucket_check(S3BucketAdmin(store_cfg), other_bucket)
     assert (half.encryption, half.encryption_algorithm, half.exit_code) == ("set", "AES256", 1)
 
-    apply_lifecycle(store_cfg, other_bucket, default_rule_doc())
-    after = bucket_check(store_cfg, other_bucket)
+    apply_lifecycle(S3BucketAdmin(store_cfg), other_bucket, default_rule_doc())
+    after = bucket_check(S3BucketAdmin(store_cfg), other_bucket)
     assert after.exit_code == 0 and after.lifecycle.status == "OK"
     record = json.loads(after.to_json())
     assert record["status"] == "OK" and record["encryption"] == "set"
@@ -242,7 +243,7 @@ def test_bucket_check_reports_what_is_missing_then_ok(store_cfg: StoreConfig,
 
 def test_bucket_check_of_a_missing_bucket_exits_3(store_cfg: StoreConfig) -> None:
     with pytest.raises(StoreError) as err:
-        bucket_check(store_cfg, "s43-no-such-bucket-here")
+        bucket_check(S3BucketAdmin(store_cfg), "s43-no-such-bucket-here")
 
     assert err.value.exit_code == 3 and "s43-no-such-bucket-here" in str(err.value)
 
@@ -253,7 +254,7 @@ def test_bucket_check_of_an_unreachable_store_exits_3() -> None:
                       region="us-east-1", max_attempts=1, connect_timeout=1.0)
 
     with pytest.raises(StoreUnreachable) as err:
-        bucket_check(cfg, "b-unreachable")
+        bucket_check(S3BucketAdmin(cfg), "b-unreachable")
 
     assert err.value.exit_code == 3 and f"127.0.0.1:{port}" in str(err.value)
 
@@ -340,7 +341,7 @@ def test_gc_deletes_in_batches(store: S3Store, store_cfg: StoreConfig,
 
     event = "provide-client-params.s3.DeleteObjects"
     client(store_cfg).meta.events.register(event, count)
-    monkeypatch.setattr(sweep_module, "DELETE_BATCH", 2)
+    monkeypatch.setattr(s3_module, "DELETE_BATCH", 2)
     try:
         gc_runs(store, p, DAY, now=time.time() + 2 * DAY, delete=True)
     finally:

@@ -166,9 +166,11 @@ import sys
 import ray
 from s43_ray import metrics
 from s43_ray.errors import AccessDenied
+from s43_ray.stores import hooks
 
 @ray.remote
 def pod():
+    metrics.watch_stores()  # as the persist and gate tasks do
     metrics.record_s3("put", "arrow", 0.02, 1234)  # the 0.025 bucket
     metrics.record_s3("GetObject", "npz", 0.7, 1000)  # botocore's name; the 1.0 bucket
     metrics.record_s3("list", "none", 0.004)
@@ -178,12 +180,12 @@ def pod():
     metrics.record_gate("failed")
     metrics.record_cohort("{RUN_ID}", 4, 3, "s3://b/p")
     try:
-        with metrics.s3_request("head", "arrow"):
+        with hooks.request("head", metadata={"s43-codec": "arrow"}):
             raise LookupError("no error_class: latency only")
     except LookupError:
         pass
     try:
-        with metrics.s3_request("delete"):
+        with hooks.request("delete"):
             raise AccessDenied("DELETE s3://b/k: access denied")
     except AccessDenied:
         pass

@@ -55,7 +55,7 @@ def test_list_paginates(store: S3Store, store_cfg: StoreConfig,
     def count(params: dict[str, object], **_: object) -> None:
         calls.append(int(params["MaxKeys"]))  # type: ignore[call-overload]
 
-    client = S3Store(store_cfg)._client  # the shared per-config client
+    client = S3Store(store_cfg).client  # the shared per-config client
     client.meta.events.register("provide-client-params.s3.ListObjectsV2", count)
     monkeypatch.setattr(store_module, "LIST_PAGE_SIZE", 2)
     try:

@@ -13,8 +13,9 @@ from s43_ray.errors import InputError, InvalidStoreUrl, NoSuchBucket, ObjectNotF
 from s43_ray.gate import run_gate
 from s43_ray.keys import member_names
 from s43_ray.predict import default_predictor
+from s43_ray.stores import open_store
 from s43_ray.stores.file import FILE_META_DIR, FILE_TMP_DIR, FileStore
-from s43_ray.stores.s3 import S3Store, open_store
+from s43_ray.stores.s3 import S3Store
 from s43_ray.task import PredictionRef, TaskSpec, persist_member
 
 

@@ -20,8 +20,10 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import ANY, Stubber
 
+from s43_ray.config import StoreConfig
 from s43_ray.errors import StoreError
 from s43_ray.ops.lifecycle import apply_lifecycle, bucket_check, default_rule_doc, verify_lifecycle
+from s43_ray.stores.s3_admin import S3BucketAdmin
 
 SCALEWAY = "https://s3.fr-par.scw.cloud"
 BUCKET = "acme-diag-prod"
@@ -42,6 +44,12 @@ LIFECYCLE_XML = (b'<?xml version="1.0" encoding="UTF-8"?>\n<LifecycleConfigurati
                  b'<AbortIncompleteMultipartUpload><DaysAfterInitiation>1'
                  b'</DaysAfterInitiation></AbortIncompleteMultipartUpload></Rule>'
                  b'</LifecycleConfiguration>')
+
+
+def admin(client: Any) -> S3BucketAdmin:
+    """The bucket admin s43-ray builds for a Scaleway store, on the stubbed client."""
+    return S3BucketAdmin(StoreConfig(bucket=BUCKET, endpoint_url=SCALEWAY, region="fr-par"),
+                         client)
 
 
 @pytest.fixture
@@ -65,7 +73,7 @@ def test_apply_on_scaleway_keeps_a_transition_rule(client: Any, stub: Stubber) -
                       {"Bucket": BUCKET,
                        "LifecycleConfiguration": {"Rules": [GLACIER, OURS]}})
 
-    result = apply_lifecycle(client, BUCKET, default_rule_doc())
+    result = apply_lifecycle(admin(client), BUCKET, default_rule_doc())
 
     assert result.changed and result.added == ("s43-predictions-7d",)
     assert result.kept == ("archive-reports",) and result.endpoint == SCALEWAY
@@ -75,7 +83,7 @@ def test_verify_on_scaleway_reports_the_endpoint(client: Any, stub: Stubber) -> 
     stub.add_response("get_bucket_lifecycle_configuration", {"Rules": [GLACIER, OURS]},
                       {"Bucket": BUCKET})
 
-    proof = verify_lifecycle(client, BUCKET, default_rule_doc())
+    proof = verify_lifecycle(admin(client), BUCKET, default_rule_doc())
 
     assert proof.status == "OK" and proof.exit_code == 0
     assert proof.to_dict()["endpoint"] == SCALEWAY
@@ -104,7 +112,7 @@ def test_bucket_check_reads_scaleways_empty_encryption_as_not_set(client: Any) -
     answer_on_the_wire(client, "GetBucketEncryption", EMPTY_ENCRYPTION_XML)
     answer_on_the_wire(client, "GetBucketLifecycleConfiguration", LIFECYCLE_XML)
 
-    check = bucket_check(client, BUCKET)
+    check = bucket_check(admin(client), BUCKET)
 
     assert check.encryption == "not_set" and check.exit_code == 1
     assert check.lifecycle.status == "OK"
@@ -117,7 +125,7 @@ def test_bucket_check_sse_one_enabled(client: Any, stub: Stubber) -> None:
          "BucketKeyEnabled": False}]}}, {"Bucket": BUCKET})
     stub.add_response("get_bucket_lifecycle_configuration", {"Rules": [OURS]}, {"Bucket": ANY})
 
-    check = bucket_check(client, BUCKET)
+    check = bucket_check(admin(client), BUCKET)
 
     assert (check.encryption, check.encryption_algorithm, check.exit_code) == ("set", "AES256", 0)
 
@@ -129,7 +137,7 @@ def test_store_without_lifecycle_support_names_gc_and_the_waiver(client: Any,
                           http_status_code=501)
 
     with pytest.raises(StoreError) as err:
-        apply_lifecycle(client, BUCKET, default_rule_doc())
+        apply_lifecycle(admin(client), BUCKET, default_rule_doc())
 
     msg = str(err.value)
     assert err.value.exit_code == 3
@@ -142,7 +150,7 @@ def test_encryption_not_implemented_is_reported_not_raised(client: Any, stub: St
     stub.add_client_error("get_bucket_lifecycle_configuration", "NoSuchLifecycleConfiguration",
                           http_status_code=404)
 
-    check = bucket_check(client, BUCKET)
+    check = bucket_check(admin(client), BUCKET)
 
     assert check.encryption == "unsupported" and check.lifecycle.status == "MISMATCH"
     assert check.exit_code == 1

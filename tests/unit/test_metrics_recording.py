@@ -13,6 +13,7 @@ import pytest
 
 from s43_ray import metrics
 from s43_ray.errors import AccessDenied
+from s43_ray.stores import hooks
 
 # 10,000 recordings of each kind must take well under this on a shared 2-core machine.
 NOOP_BUDGET_S = 1.0
@@ -25,12 +26,13 @@ def record_everything() -> None:
     metrics.record_retry("PutObject")
     metrics.record_cohort("manual__2026-11-28T10:00:00+00:00", 4, 3, "s3://b/p")
     metrics.record_gate("failed")
-    with metrics.s3_request("list"):
+    with hooks.request("list"):
         pass
 
 
 def test_recording_without_ray_is_a_cheap_no_op_that_never_starts_ray(
         ray_init_attempts: list[tuple[Any, ...]]) -> None:
+    metrics.watch_stores()
     t0 = time.perf_counter()
     for _ in range(10_000):
         record_everything()
@@ -40,17 +42,35 @@ def test_recording_without_ray_is_a_cheap_no_op_that_never_starts_ray(
     assert elapsed < NOOP_BUDGET_S * 7, f"{elapsed:.2f}s for 70,000 no-op recordings"
 
 
-def test_s3_request_reraises_the_store_error_unchanged() -> None:
+def test_a_store_request_that_fails_is_recorded_with_its_error_class_and_reraised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(metrics, "record_s3", lambda *a: seen.append(("s3", *a[:2])))
+    monkeypatch.setattr(metrics, "record_s3_error", lambda *a: seen.append(("error", *a)))
+    metrics.watch_stores()
     err = AccessDenied("PUT s3://b/k at http://x: access denied (AccessDenied)")
-    with pytest.raises(AccessDenied) as caught, metrics.s3_request("put", "arrow", 10):
+
+    with pytest.raises(AccessDenied) as caught, hooks.request(
+            "put", metadata={"s43-codec": "arrow"}, nbytes=10):
         raise err
+
     assert caught.value is err
+    assert seen == [("s3", "put", "arrow"), ("error", "put", "auth")]
 
 
-def test_s3_request_lets_the_caller_name_codec_and_size_once_known() -> None:
-    with metrics.s3_request("get") as req:
-        req.codec, req.nbytes = "arrow", 123
-    assert (req.op, req.codec, req.nbytes) == ("get", "arrow", 123)
+def test_a_get_is_recorded_with_the_codec_and_size_the_answer_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(metrics, "record_s3",
+                        lambda op, codec, seconds, nbytes=0: seen.append((op, codec, nbytes)))
+    metrics.watch_stores()
+
+    with hooks.request("get") as req:
+        req.metadata, req.nbytes = {"s43-codec": "npz"}, 123
+    with hooks.request("list"):
+        pass
+
+    assert seen == [("get", "npz", 123), ("list", "none", 0)]
 
 
 @pytest.mark.parametrize(("name", "tag"), [

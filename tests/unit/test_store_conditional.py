@@ -28,7 +28,7 @@ from s43_ray.errors import (
 from s43_ray.stores.base import Store
 from s43_ray.stores.file import FILE_TMP_DIR, FileStore
 from s43_ray.stores.memory import MemoryStore
-from s43_ray.stores.s3 import S3Store, _translate
+from s43_ray.stores.s3 import S3Store, translate
 
 KEY = "p/run/claim.json"
 
@@ -192,7 +192,7 @@ def test_s3_probe_answers_in_time_even_when_the_client_hangs(
         def list_objects_v2(self, **_: Any) -> None:
             release.wait(10)
 
-    monkeypatch.setattr(store_module, "_probe_client", lambda cfg, timeout: HungClient())
+    monkeypatch.setattr(store_module, "probe_client", lambda cfg, timeout: HungClient())
     cfg = StoreConfig(bucket="b", prefix="p", endpoint_url="http://127.0.0.1:9",
                       region="us-east-1", connect_timeout=0.1)
     t0 = time.monotonic()
@@ -234,7 +234,7 @@ def _s3_error(status: int, code: str) -> ClientError:
 ], ids=["exists", "changed", "concurrent", "gone"])
 def test_s3_refusals_of_a_condition_are_precondition_failures(status: int, code: str,
                                                               condition: str, why: str) -> None:
-    error = _translate(_s3_error(status, code), op="PUT", target="s3://b/k",
+    error = translate(_s3_error(status, code), op="PUT", target="s3://b/k",
                        endpoint="http://127.0.0.1:9", condition=condition)
 
     assert type(error) is PreconditionFailed and error.error_class == "conflict"
@@ -242,7 +242,7 @@ def test_s3_refusals_of_a_condition_are_precondition_failures(status: int, code:
 
 
 def test_a_missing_key_without_a_condition_is_still_not_found() -> None:
-    error = _translate(_s3_error(404, "NoSuchKey"), op="GET", target="s3://b/k",
+    error = translate(_s3_error(404, "NoSuchKey"), op="GET", target="s3://b/k",
                        endpoint="http://127.0.0.1:9")
     assert type(error) is ObjectNotFound
 

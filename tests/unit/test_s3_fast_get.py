@@ -14,7 +14,7 @@ from s43_ray.errors import (
     StoreUnreachable,
     Throttled,
 )
-from s43_ray.stores.s3_fast_get import _classify
+from s43_ray.stores.s3_fast_get import classify_failure
 
 WHERE = "GET s3://b/k at http://127.0.0.1:9"
 
@@ -41,13 +41,13 @@ def _answer(status: str, code: str, message: str = "m") -> str:
         "other-4xx", "connection"])
 def test_obstore_failures_map_to_the_error_tree(exc: Exception, sse: str, kind: type,
                                                 retry: bool) -> None:
-    error, retryable = _classify(exc, WHERE, sse)
+    error, retryable = classify_failure(exc, WHERE, sse)
     assert type(error) is kind and retryable is retry
     assert str(error).startswith(WHERE)
 
 
 def test_a_refused_read_with_a_key_suggests_another_key() -> None:
-    error, retryable = _classify(PermissionDeniedError(_answer("403", "AccessDenied")), WHERE,
-                                 "sse-c")
+    error, retryable = classify_failure(PermissionDeniedError(_answer("403", "AccessDenied")),
+                                        WHERE, "sse-c")
     assert isinstance(error, AccessDenied) and not retryable
     assert "another SSE-C key" in str(error)
