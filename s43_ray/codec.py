@@ -62,7 +62,7 @@ _LARGE_LIST_ID = pa.large_list(pa.int8()).id
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions()
 # Records of at least this many bytes are written into one exactly sized buffer (see
 # _encode_arrow); smaller ones into a growing stream, which is cheaper for them.
-_PRESIZE_BYTES = 1 << 20
+PRESIZE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ def _encode_arrow(arrays: dict[str, np.ndarray]) -> memoryview:
         columns.append(column)
     schema = pa.schema(fields, metadata={"s43.format_version": FORMAT_VERSION})
     batch = pa.RecordBatch.from_arrays(columns, schema=schema)
-    if sum(a.nbytes for a in arrays.values()) < _PRESIZE_BYTES:
+    if sum(a.nbytes for a in arrays.values()) < PRESIZE_BYTES:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, schema, options=_IPC_OPTIONS) as writer:
             writer.write_batch(batch)
@@ -264,7 +264,7 @@ def _decode_arrow(payload: bytes | memoryview) -> dict[str, np.ndarray]:
         raise CodecMismatch(f"not a readable Arrow IPC file: {exc}") from exc
     out: dict[str, np.ndarray] = {}
     for field, column in zip(batch.schema, batch.columns, strict=True):
-        out[field.name] = _decode_field(field, column)
+        out[field.name] = decode_field(field, column)
     return out
 
 
@@ -296,7 +296,7 @@ def _dtype_info(text: str) -> tuple[np.dtype[Any], np.dtype[Any], np.dtype[Any],
     return dtype, storage, native, 2 if dtype.kind == "c" else 1
 
 
-def _decode_field(field: pa.Field, column: pa.Array) -> np.ndarray:
+def decode_field(field: pa.Field, column: pa.Array) -> np.ndarray:
     meta = field.metadata or {}
     try:
         dtype, storage, native, per_element = _dtype_info(meta[b"s43.dtype"].decode())

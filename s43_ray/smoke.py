@@ -33,9 +33,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import events as ev
+from .cluster import keep_every_worker_log_line
 from .codec import Codec
 from .config import AnyStoreConfig, FileStoreConfig
-from .driver import RunConfig, _keep_every_worker_log_line, run_cohort
+from .driver import RunConfig, run_cohort
 from .errors import EXIT_GATE_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, ClusterError
 from .keys import member_names, new_run_id
 from .predict import DEFAULT_PREDICTOR, default_predictor
@@ -196,7 +197,7 @@ def smoke_cluster(nodes: int, work_dir: str) -> Iterator[LocalCluster]:
     sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
         with _loopback_ray():
-            _keep_every_worker_log_line()
+            keep_every_worker_log_line()
             try:
                 cluster.start()
                 ray.init(address=cluster.address, logging_level=logging.WARNING,
@@ -207,7 +208,7 @@ def smoke_cluster(nodes: int, work_dir: str) -> Iterator[LocalCluster]:
                                    ) from exc
             finally:
                 if on_main and sigterm is not None:
-                    signal.signal(signal.SIGTERM, sigterm)  # see driver.ray_session
+                    signal.signal(signal.SIGTERM, sigterm)  # see cluster.ray_session
             yield cluster
     finally:
         ray.shutdown()

@@ -8,6 +8,7 @@ and the alert rules with it, or put it back.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -144,10 +145,42 @@ def test_public_api_is_pinned() -> None:
 
 
 @pytest.mark.parametrize("tool", [["ruff", "check", "s43_ray", "tests", "benchmarks"],
-                                  ["mypy"]], ids=["ruff", "mypy"])
+                                  ["mypy"], ["lint-imports"]],
+                         ids=["ruff", "mypy", "import-layers"])
 def test_code_is_lint_and_type_clean(tool: list[str]) -> None:
     exe = Path(sys.executable).parent / tool[0]
     args = [a for a in tool[1:] if (ROOT / a).exists() or a.startswith("-") or a == "check"]
     proc = subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _modules_loaded_by(statement: str, prefix: str) -> list[str]:
+    code = (f"import json, sys; {statement}; "
+            f"print(json.dumps(sorted(n for n in sys.modules if n == {prefix!r} or "
+            f"n.startswith({prefix + '.'!r}))))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True, timeout=120)
+    loaded: list[str] = json.loads(proc.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_the_store_boundary_loads_neither_ray_nor_the_metrics() -> None:
+    stores = "; ".join(f"import s43_ray.stores.{p.stem}"
+                       for p in (ROOT / "s43_ray" / "stores").glob("*.py") if p.stem != "__init__")
+    assert _modules_loaded_by(stores, "ray") == []
+    assert _modules_loaded_by(stores, "s43_ray.metrics") == []
+
+
+def test_the_cli_loads_the_benchmark_only_when_it_runs() -> None:
+    statement = "import s43_ray.cli.main as m; m.build_parser()"
+    assert _modules_loaded_by(statement, "s43_ray.bench") == []
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_every_module_is_small_enough_to_read_whole() -> None:
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "s43_ray").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

@@ -180,7 +180,7 @@ def pod():
     metrics.record_gate("failed")
     metrics.record_cohort("{RUN_ID}", 4, 3, "s3://b/p")
     try:
-        with hooks.request("head", metadata={"s43-codec": "arrow"}):
+        with hooks.request("head", metadata={{"s43-codec": "arrow"}}):
             raise LookupError("no error_class: latency only")
     except LookupError:
         pass

@@ -429,7 +429,7 @@ def test_large_arrow_records_are_written_into_one_exact_buffer_with_the_same_byt
     arrays = {"predictions": np.arange(400_000, dtype=np.float32),
               "label": (np.arange(400_000) % 3).astype(np.int8)}
     presized = codec.encode(arrays, "arrow")
-    monkeypatch.setattr(codec, "_PRESIZE_BYTES", 1 << 40)
+    monkeypatch.setattr(codec, "PRESIZE_BYTES", 1 << 40)
     streamed = codec.encode(arrays, "arrow")
     assert bytes(presized.payload) == bytes(streamed.payload)
     assert presized.checksum == streamed.checksum
@@ -444,4 +444,4 @@ def test_arrow_shape_metadata_that_does_not_parse_is_a_codec_mismatch(shape: byt
     column = pa.LargeListArray.from_arrays(pa.array(np.array([0, 3], dtype=np.int64)), values)
     field = pa.field("p", column.type, metadata={"s43.dtype": "<f4", "s43.shape": shape})
     with pytest.raises(CodecMismatch):
-        codec._decode_field(field, column)
+        codec.decode_field(field, column)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import ray
 
-from s43_ray.driver import LOCAL_OBJECT_STORE_BYTES, probe_address, ray_session
+from s43_ray.cluster import LOCAL_OBJECT_STORE_BYTES, probe_address, ray_session
 from s43_ray.errors import ClusterError, InputError
 from s43_ray.stores.local_s3 import free_ports
 
