@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .errors import InputError, InvalidStoreUrl
+from .errors import InputError, InvalidSetting, InvalidStoreUrl
 from .keys import DEFAULT_PREFIX
 
 AddressingStyle = Literal["path", "virtual", "auto"]
@@ -35,6 +35,8 @@ SSE_C_KEY_BYTES = 32
 AWS_S3 = "AWS S3"
 ADDRESSING_STYLES: tuple[AddressingStyle, ...] = ("path", "virtual", "auto")
 S3_CHECKSUMS: tuple[S3Checksum, ...] = ("crc64nvme", "off")
+# S3 attempts per request, the first included.
+MAX_ATTEMPTS_RANGE = (1, 20)
 
 # Environment variables read by env_defaults() (and nowhere else).
 ENV_STORE = "S43_STORE"
@@ -84,6 +86,21 @@ class StoreConfig:
     # in runtime_env, a log line, an event or an object
 
     def __post_init__(self) -> None:
+        """Every field checked here, once, whoever builds the config (the CLI, a library
+        user, a test): :class:`InvalidSetting` names the field, the value and what it takes."""
+        for name, allowed in (("addressing_style", ADDRESSING_STYLES),
+                              ("s3_checksum", S3_CHECKSUMS), ("sse", SSE_MODES)):
+            if getattr(self, name) not in allowed:
+                raise InvalidSetting(name, getattr(self, name), f"one of {list(allowed)}")
+        lo, hi = MAX_ATTEMPTS_RANGE
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
+                or not lo <= self.max_attempts <= hi:
+            raise InvalidSetting("max_attempts", self.max_attempts, f"an integer {lo}..{hi}")
+        for name in ("connect_timeout", "read_timeout", "max_pool_connections"):
+            if not getattr(self, name) > 0:
+                raise InvalidSetting(name, getattr(self, name), "a positive number")
+        if self.endpoint_url is not None:
+            validate_endpoint(self.endpoint_url)
         if (self.sse == "sse-c") != (self.sse_c_key is not None):
             raise InputError("--sse sse-c needs a customer key and only it takes one; expected "
                              f"{ENV_SSE_C_KEY} or --sse-c-key-file with --sse sse-c")
@@ -223,15 +240,17 @@ def load_sse_c_key(raw: bytes | str, source: str) -> Secret:
 
 @dataclass(frozen=True)
 class EnvDefaults:
-    """Defaults for CLI flags, taken from the environment."""
+    """Defaults for CLI flags, taken from the environment: raw text, None when unset. The
+    config built from them checks them (:class:`StoreConfig`), and the CLI names the variable
+    a bad value came from."""
 
     store: str | None = None
     endpoint_url: str | None = None
     region: str | None = None
     address: str | None = None
-    addressing_style: str = "path"
-    s3_checksum: str = "crc64nvme"
-    max_attempts: str = "5"
+    addressing_style: str | None = None
+    s3_checksum: str | None = None
+    max_attempts: str | None = None
     local_dir: str | None = None
     sse: str | None = None
     sse_c_key: Secret | None = None  # the raw variable, unchecked until a command uses it
@@ -245,9 +264,9 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
         endpoint_url=env.get(ENV_ENDPOINT) or env.get(ENV_ENDPOINT_GENERIC) or None,
         region=env.get(ENV_REGION) or env.get(ENV_REGION_DEFAULT) or None,
         address=env.get(ENV_ADDRESS) or None,
-        addressing_style=env.get(ENV_ADDRESSING) or "path",
-        s3_checksum=env.get(ENV_S3_CHECKSUM) or "crc64nvme",
-        max_attempts=env.get(ENV_MAX_ATTEMPTS) or "5",
+        addressing_style=env.get(ENV_ADDRESSING) or None,
+        s3_checksum=env.get(ENV_S3_CHECKSUM) or None,
+        max_attempts=env.get(ENV_MAX_ATTEMPTS) or None,
         local_dir=env.get(ENV_LOCAL_DIR) or None,
         sse=env.get(ENV_SSE) or None,
         sse_c_key=Secret(env[ENV_SSE_C_KEY]) if env.get(ENV_SSE_C_KEY) else None,

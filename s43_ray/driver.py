@@ -24,11 +24,11 @@ from . import events as ev
 from . import metrics
 from .circuit import Circuit, CircuitConfig, WatchedStore, watched
 from .cluster import ray_session
-from .codec import Codec
+from .codec import DEFAULT_CODEC, Codec
 from .config import AnyStoreConfig
 from .errors import ClusterError, CodecMismatch, InputError, S43Error, StoreUnreachable
 from .fanout import STALL_TIMEOUT_S, WAIT_BATCH, fan_out, first_line
-from .gate import GateSpec, Verdict, gate_from_store, gate_task, run_gate
+from .gate import GATE_CONCURRENCY, GateSpec, Verdict, gate_from_store, gate_task, run_gate
 from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
@@ -59,12 +59,12 @@ class RunConfig:
     run_id: str
     members: tuple[str, ...]
     rows: int = 10_000  # predictions per member: ~200 KiB a member with the default predictor
-    codec: Codec = "arrow"  # see the README's benchmark section for why
+    codec: Codec = DEFAULT_CODEC
     predictor: str = DEFAULT_PREDICTOR
     address: str | None = None  # None: start a local Ray cluster
     num_cpus: int | None = None  # local cluster only; None: every core
     verify: VerifyMode = "full"  # full: GET + checksum + decode; head: store checksums only
-    gate_concurrency: int = 16
+    gate_concurrency: int = GATE_CONCURRENCY
     stall_timeout: float = STALL_TIMEOUT_S  # seconds without a finished member
     resume: bool = False  # keep members already in the store and verified; compute the rest
     gate_timeout: float = GATE_TIMEOUT_S
@@ -248,7 +248,8 @@ def _circuit_summary(cfg: RunConfig, store_cfg: AnyStoreConfig, layout: RunLayou
 
 def gate_existing(store_cfg: AnyStoreConfig, *, run_id: str, members: Sequence[str], codec: Codec,
                   expected: int | None, events: ev.EventLog, verify: VerifyMode = "full",
-                  concurrency: int = 16, circuit: CircuitConfig | None = None) -> Summary:
+                  concurrency: int = GATE_CONCURRENCY, circuit: CircuitConfig | None = None
+                  ) -> Summary:
     """Re-check a run from the store alone: its record and its latest ledger, no references."""
     t0 = time.perf_counter()
     store = open_store(store_cfg)

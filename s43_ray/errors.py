@@ -80,6 +80,17 @@ class InvalidStoreUrl(InputError):
     """A store URL that is not ``s3://BUCKET[/PREFIX]``."""
 
 
+class InvalidSetting(InputError):
+    """A configuration field outside what it accepts. ``field`` names it as the config does,
+    so the CLI can say where the value came from (a flag, or an environment variable)."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        super().__init__(f"{field.replace('_', ' ')} {value!r} is not valid; expected {expected}")
+        self.field = field
+        self.value = value
+        self.expected = expected
+
+
 class InvalidPredictor(InputError):
     """A predictor that is not an importable ``module:function``."""
 

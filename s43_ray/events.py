@@ -87,5 +87,14 @@ class EventLog:
             self.stream.flush()
         return record
 
+    def for_run(self, run_id: str, *, before_write: Callable[[], None] | None = None
+                ) -> EventLog:
+        """The same log (stream, records, threshold) for another run's events; its hook is
+        ``before_write``, else this log's."""
+        other = EventLog(self.stream, run_id=run_id, min_severity=SEVERITIES[self.min_level],
+                         before_write=before_write or self.before_write)
+        other.records, other._lock = self.records, self._lock
+        return other
+
     def named(self, event: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["event"] == event]

@@ -34,7 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import events as ev
 from .cluster import keep_every_worker_log_line
-from .codec import Codec
+from .codec import DEFAULT_CODEC, Codec
 from .config import AnyStoreConfig, FileStoreConfig
 from .driver import RunConfig, run_cohort
 from .errors import EXIT_GATE_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, ClusterError
@@ -70,7 +70,7 @@ class SmokeConfig:
     nodes: int = DEFAULT_NODES
     members_per_node: int = MEMBERS_PER_NODE
     rows: int = SMOKE_ROWS
-    codec: Codec = "arrow"
+    codec: Codec = DEFAULT_CODEC
     kill_node: bool = False
     run_id: str | None = None  # the S3 run's id; default: a fresh one
 
@@ -262,9 +262,8 @@ def _run_on(cluster: LocalCluster, cfg: SmokeConfig, run_id: str, members: tuple
         address=cluster.address, member_options=lambda m: _affinity(assigned[m], soft=True),
         gate_options=_affinity(gate_node, soft=False), on_outcome=on_outcome,
         stall_timeout=120.0, gate_timeout=300.0)
-    events.run_id = run_id
-    events.before_write = progress.clear if progress else None
-    summary = run_cohort(run_cfg, store_cfg, events, progress)
+    run_events = events.for_run(run_id, before_write=progress.clear if progress else None)
+    summary = run_cohort(run_cfg, store_cfg, run_events, progress)
     return summary, assigned, written, (killed[0] if killed else None)
 
 
@@ -295,8 +294,7 @@ def run_smoke(cfg: SmokeConfig, s3_cfg: AnyStoreConfig, events: ev.EventLog,
             shutil.rmtree(work, ignore_errors=True)
     report = _compare(cfg, run_id, s3, assigned, written, killed, pod, pod_written)
     report.wall_seconds = round(time.perf_counter() - t0, 3)
-    events.run_id = run_id
-    events.emit(ev.SMOKE_OUTCOME, "info" if report.status == "passed" else "error",
+    events.for_run(run_id).emit(ev.SMOKE_OUTCOME, "info" if report.status == "passed" else "error",
                 status=report.status, reason=report.reason, nodes=report.nodes,
                 writer_nodes=report.writer_nodes, gate_node=report.gate_node,
                 cohort_count=report.cohort_count, expected=report.expected,

@@ -16,7 +16,7 @@ from ..errors import InputError
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 # The codec runs use unless told otherwise (the driver's default).
-DEFAULT_CODEC: Codec = RunConfig.codec
+DEFAULT_CODEC: Codec = RunConfig.codec  # the one the pipeline uses
 FULL_SIZES = (4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
 QUICK_SIZES = (4 * KiB, 1 * MiB, 64 * MiB, 256 * MiB)
 CONCURRENCY = (1, 4, 16)

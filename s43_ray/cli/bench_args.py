@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import EnvDefaults
 from .store_args import store_flags
 
 
-def add_bench_parser(sub: Any,
-                     env: EnvDefaults) -> None:
+def add_bench_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmark S3 write/read latency against the "
                                          "alternatives (same as benchmarks/bench_transport.py)")
     bench.add_argument("--out", default="bench-results", metavar="DIR",
@@ -33,4 +31,4 @@ def add_bench_parser(sub: Any,
     g.add_argument("--ray-address", metavar="ADDR",
                    help="run the cohort part on this running Ray cluster (default: a fresh "
                         "local one per configuration, 2 CPUs)")
-    store_flags(bench, env)
+    store_flags(bench)

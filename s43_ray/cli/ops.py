@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any, Protocol
 
-from ..config import EnvDefaults, FileStoreConfig, StoreConfig, parse_store_url
+from ..config import EnvDefaults, StoreConfig
 from ..errors import InputError
 from ..events import EventLog
-from ..keys import DEFAULT_PREFIX, validate_run_id
 from ..ops.lifecycle import (
     apply_lifecycle,
     bucket_check,
@@ -26,7 +25,8 @@ from ..ops.lifecycle import (
 from ..ops.lifecycle_rules import LifecycleDoc
 from ..ops.report import report_run
 from ..stores import open_bucket_admin, open_store
-from .store_args import Parser, store_config, store_flags
+from .parser import Parser
+from .store_args import open_config, store_flags, store_target
 
 OPS_COMMANDS = ("lifecycle", "bucket", "gc", "report")
 
@@ -46,7 +46,7 @@ def _bucket_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
     p.add_argument("--rule-file", metavar="PATH",
                    help="lifecycle rules (default: infra/scaleway/"
                         "s3-lifecycle-s43-predictions.json's rule for the store's prefix)")
-    store_flags(p, env)
+    store_flags(p)
 
 
 def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
@@ -69,27 +69,14 @@ def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
                          "(default 7d)")
     gc.add_argument("--yes", action="store_true",
                     help="delete them (default: a dry run that only lists)")
-    store_flags(gc, env)
+    store_flags(gc)
     report = sub.add_parser("report", help="what an operator needs about a run: verdict, "
                                            "members missing/invalid/unexpected, sizes, times")
     report.add_argument("--run-id", required=True)
     report.add_argument("--no-head", action="store_true",
                         help="skip the HEAD of every object (codec and write time from LIST "
                              "only; faster on 10,000 members)")
-    store_flags(report, env)
-
-
-def _resolve_bucket(args: argparse.Namespace) -> None:
-    if args.bucket is None:
-        return
-    if args.store:
-        bucket, _ = parse_store_url(args.store)
-        if bucket != args.bucket:
-            raise InputError(f"--bucket {args.bucket!r} differs from --store {args.store!r}; "
-                             "expected one of them, or the same bucket")
-        return
-    args.store = f"s3://{args.bucket}/{DEFAULT_PREFIX}"
-    parse_store_url(args.store)  # names the bucket if it is not a valid one
+    store_flags(report)
 
 
 def _rule_doc(args: argparse.Namespace, cfg: StoreConfig) -> LifecycleDoc:
@@ -101,23 +88,22 @@ def _rule_doc(args: argparse.Namespace, cfg: StoreConfig) -> LifecycleDoc:
     return doc
 
 
-def run_op(args: argparse.Namespace, events: EventLog) -> Report:
+def run_op(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Report:
     """Run one operator subcommand."""
     if args.command == "report":
-        run_id = validate_run_id(args.run_id)
-        events.run_id = run_id
-        with store_config(args) as cfg:
-            return report_run(open_store(cfg), cfg.prefix, run_id, head=not args.no_head)
+        with open_config(store_target(args, env), args, env) as (cfg, _):
+            return report_run(open_store(cfg), cfg.prefix, events.run_id, head=not args.no_head)
     if args.command == "gc":
         age = parse_age(args.older_than)
-        with store_config(args) as cfg:
+        with open_config(store_target(args, env), args, env) as (cfg, _):
             return gc_runs(open_store(cfg), cfg.prefix, age, delete=args.yes)
-    _resolve_bucket(args)
-    with store_config(args) as cfg:
-        if isinstance(cfg, FileStoreConfig):
-            raise InputError(f"{args.command} {args.action} needs an S3 bucket, not the file "
-                             f"store {args.store!r}; expected --bucket or --store s3://... "
-                             "(a file store's retention is `s43-ray gc`)")
+    target = store_target(args, env, bucket=args.bucket)
+    if target.root is not None:
+        raise InputError(f"{args.command} {args.action} needs an S3 bucket, not the file "
+                         f"store {target.url!r}; expected --bucket or --store s3://... "
+                         "(a file store's retention is `s43-ray gc`)")
+    with open_config(target, args, env) as (cfg, _):
+        assert isinstance(cfg, StoreConfig)  # target names a bucket
         doc = _rule_doc(args, cfg)
         admin = open_bucket_admin(cfg)
         if args.command == "bucket":

@@ -1,95 +1,87 @@
-"""What every ``s43-ray`` subcommand shares: the argument parser's rules and the store flags.
+"""The store flags every ``s43-ray`` subcommand takes, and their one road to a config:
+flags, else the environment (:class:`~s43_ray.config.EnvDefaults`), else the defaults of
+:class:`~s43_ray.config.StoreConfig`, which checks every value itself. A bad value exits 2
+naming where it came from: ``--addressing-style 'x'`` or ``S43_S3_ADDRESSING_STYLE='x'``.
 
-Usage errors are one line and exit 2; ``--store`` (and the embedded default), encryption and
-the S3 client settings are read the same way by every command that touches the store.
+``--store`` is parsed once, into a :class:`StoreTarget`, before anything starts; with neither
+``--store`` nor ``S43_STORE`` the embedded local server is started for the length of the
+command.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import re
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TypeVar, cast
 
 from ..config import (
     ADDRESSING_STYLES,
+    ENV_ADDRESSING,
+    ENV_ENDPOINT,
+    ENV_LOCAL_DIR,
+    ENV_MAX_ATTEMPTS,
+    ENV_REGION,
+    ENV_S3_CHECKSUM,
+    ENV_SSE,
+    ENV_SSE_C_KEY,
+    ENV_STORE,
+    MAX_ATTEMPTS_RANGE,
     S3_CHECKSUMS,
     SSE_MODES,
     AnyStoreConfig,
     EnvDefaults,
     FileStoreConfig,
     Secret,
+    SseMode,
     StoreConfig,
     is_file_url,
     load_sse_c_key,
     parse_file_url,
     parse_store_url,
-    validate_endpoint,
 )
-from ..errors import InputError
-from ..stores.local_s3 import LocalS3
+from ..errors import InputError, InvalidSetting
+from ..keys import DEFAULT_PREFIX
+from ..stores.local_s3 import LocalS3, default_data_dir
 
-_INVALID_CHOICE = re.compile(r"argument ([^:]+): invalid choice: (.+) \(choose from (.+)\)")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        choice = _INVALID_CHOICE.fullmatch(message)
-        if choice:  # argparse's wording, made to name the value and what was expected
-            flag, value, allowed = choice.groups()
-            message = f"{flag} {value} is not valid; expected one of {allowed}"
-        raise UsageError(message)
+T = TypeVar("T")
+_DEFAULTS = StoreConfig(bucket="defaults")  # StoreConfig's own defaults, read, never used
 
 
-class UsageError(InputError):
-    """A command line argparse refused."""
-
-
-def int_in(name: str, lo: int, hi: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r} is not an integer; "
-                                             f"expected {lo}..{hi}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{name} {value} is out of range; expected {lo}..{hi}")
-        return value
-    return parse
-
-
-def store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
+def store_flags(p: argparse.ArgumentParser) -> None:
+    """``--store`` and the S3 client settings; ``--json`` and ``--events``. Flags default to
+    None: :func:`store_target` and :func:`open_config` fill them from the environment."""
     g = p.add_argument_group("store")
-    g.add_argument("--store", default=env.store, metavar="s3://BUCKET/PREFIX",
-                   help="where predictions go (env S43_STORE): s3://BUCKET/PREFIX, or "
+    g.add_argument("--store", metavar="s3://BUCKET/PREFIX",
+                   help=f"where predictions go (env {ENV_STORE}): s3://BUCKET/PREFIX, or "
                         "file:///DIR on a volume every node mounts; default: the embedded "
                         "local server")
-    p.set_defaults(env_endpoint_url=env.endpoint_url)
-    g.add_argument("--endpoint-url", default=None, metavar="URL",
-                   help="S3 endpoint, e.g. https://s3.fr-par.scw.cloud (env AWS_ENDPOINT_URL_S3)")
-    g.add_argument("--region", default=env.region, help="S3 region (env AWS_REGION)")
-    g.add_argument("--addressing-style", default=env.addressing_style, choices=ADDRESSING_STYLES,
-                   help="S3 addressing (env S43_S3_ADDRESSING_STYLE; default path)")
-    g.add_argument("--s3-checksum", default=env.s3_checksum, choices=S3_CHECKSUMS,
+    g.add_argument("--endpoint-url", metavar="URL",
+                   help=f"S3 endpoint, e.g. https://s3.fr-par.scw.cloud (env {ENV_ENDPOINT})")
+    g.add_argument("--region", help=f"S3 region (env {ENV_REGION})")
+    g.add_argument("--addressing-style", choices=ADDRESSING_STYLES,
+                   help=f"S3 addressing (env {ENV_ADDRESSING}; default "
+                        f"{_DEFAULTS.addressing_style})")
+    g.add_argument("--s3-checksum", choices=S3_CHECKSUMS,
                    help="send CRC64NVME checksum headers (default) or none, for stores that "
-                        "reject them (env S43_S3_CHECKSUM)")
-    g.add_argument("--max-attempts", default=env.max_attempts, type=int_in("max attempts", 1, 20),
-                   help="S3 attempts per request, first included (env S43_S3_MAX_ATTEMPTS)")
-    g.add_argument("--sse", default=env.sse, metavar="|".join(SSE_MODES),
-                   help="encryption at rest (env S43_SSE): none, sse-c (a customer key on every "
-                        "request), bucket-default (the bucket's default encryption); default "
-                        "sse-c when a key is given, else none")
+                        f"reject them (env {ENV_S3_CHECKSUM})")
+    lo, hi = MAX_ATTEMPTS_RANGE
+    g.add_argument("--max-attempts", type=int, metavar="N",
+                   help=f"S3 attempts per request, first included, {lo}..{hi} (env "
+                        f"{ENV_MAX_ATTEMPTS}; default {_DEFAULTS.max_attempts})")
+    g.add_argument("--sse", choices=SSE_MODES,
+                   help=f"encryption at rest (env {ENV_SSE}): none, sse-c (a customer key on "
+                        "every request), bucket-default (the bucket's default encryption); "
+                        "default sse-c when a key is given, else none")
     g.add_argument("--sse-c-key-file", metavar="PATH",
                    help="the SSE-C key: base64 of 32 bytes, or 32 raw bytes (or env "
-                        "S43_SSE_C_KEY, base64); never printed")
-    p.set_defaults(env_sse_c_key=env.sse_c_key)
-    g.add_argument("--local-dir", default=env.local_dir, metavar="DIR",
-                   help="data folder of the embedded server (env S43_LOCAL_S3_DIR; default "
-                        "~/.cache/s43_ray/seaweedfs)")
+                        f"{ENV_SSE_C_KEY}, base64); never printed")
+    g.add_argument("--local-dir", metavar="DIR",
+                   help=f"data folder of the embedded server (env {ENV_LOCAL_DIR}; default "
+                        f"{default_data_dir()})")
     p.add_argument("--json", action="store_true",
                    help="print one JSON summary as the last line of stdout")
     p.add_argument("--events", choices=("debug", "info", "warning", "error"), default=None,
@@ -97,56 +89,124 @@ def store_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
                         "when stderr is a terminal)")
 
 
-@contextlib.contextmanager
-def store_config(args: argparse.Namespace) -> Iterator[AnyStoreConfig]:
-    """The configured store, or the embedded local server for the length of the command."""
-    with store_and_server(args) as (cfg, _):
-        yield cfg
+@dataclass(frozen=True)
+class StoreTarget:
+    """What ``--store`` (or ``S43_STORE``) names, parsed once: an S3 bucket and prefix, a
+    shared folder, or nothing (the embedded server)."""
+
+    url: str | None
+    bucket: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    root: str | None = None  # a file store's directory
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+
+def store_target(args: argparse.Namespace, env: EnvDefaults, *,
+                 bucket: str | None = None) -> StoreTarget:
+    """Parse the store URL; ``bucket`` (``--bucket B``) stands for ``s3://B/<default prefix>``
+    and must agree with ``--store`` when both are given."""
+    url = args.store or env.store
+    if bucket is not None:
+        if url is not None and not is_file_url(url) and parse_store_url(url)[0] != bucket:
+            raise InputError(f"--bucket {bucket!r} differs from --store {url!r}; expected "
+                             "one of them, or the same bucket")
+        url = url or f"s3://{bucket}/{DEFAULT_PREFIX}"
+    if url is None:
+        return StoreTarget(None)
+    if is_file_url(url):
+        return StoreTarget(url, root=parse_file_url(url))
+    bucket_name, prefix = parse_store_url(url)
+    return StoreTarget(url, bucket=bucket_name, prefix=prefix)
 
 
 @contextlib.contextmanager
-def store_and_server(args: argparse.Namespace
-                     ) -> Iterator[tuple[AnyStoreConfig, LocalS3 | None]]:
-    """:func:`store_config`, and the embedded server when it is the one used."""
-    endpoint = args.endpoint_url or args.env_endpoint_url
-    if endpoint:
-        validate_endpoint(endpoint)
-    # Defaults from the environment bypass argparse's choices: check them here.
-    for value, allowed, env in ((args.addressing_style, ADDRESSING_STYLES,
-                                 "S43_S3_ADDRESSING_STYLE"),
-                                (args.s3_checksum, S3_CHECKSUMS, "S43_S3_CHECKSUM")):
-        if value not in allowed:
-            raise InputError(f"{env}={value!r} is not valid; expected one of {list(allowed)}")
-    sse, key = encryption(args)
-    common: dict[str, Any] = {"addressing_style": args.addressing_style,
-                              "s3_checksum": args.s3_checksum, "max_attempts": args.max_attempts,
-                              "sse": sse, "sse_c_key": key}
-    if args.store and is_file_url(args.store):
+def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults
+                ) -> Iterator[tuple[AnyStoreConfig, LocalS3 | None]]:
+    """The config ``target`` names with every setting resolved, and the embedded server for
+    the length of the block when it is the one used."""
+    sources: dict[str, str] = {}
+
+    def pick(field: str, flag: str, value: T | None, env_name: str, env_value: T | None,
+             default: T) -> T:
+        if value is not None:
+            sources[field] = flag
+            return value
+        if env_value is not None:
+            sources[field] = f"env:{env_name}"
+            return env_value
+        return default
+
+    addressing = pick("addressing_style", "--addressing-style", args.addressing_style,
+                      ENV_ADDRESSING, env.addressing_style, _DEFAULTS.addressing_style)
+    checksum = pick("s3_checksum", "--s3-checksum", args.s3_checksum, ENV_S3_CHECKSUM,
+                    env.s3_checksum, _DEFAULTS.s3_checksum)
+    attempts = pick("max_attempts", "--max-attempts", args.max_attempts, ENV_MAX_ATTEMPTS,
+                    _env_int(env.max_attempts), _DEFAULTS.max_attempts)
+    sse, key = _encryption(args, env, sources)
+    if target.root is not None:
         if sse != "none":
-            raise InputError(f"--sse {sse} does not apply to the file store {args.store!r}; "
+            raise InputError(f"--sse {sse} does not apply to the file store {target.url!r}; "
                              "expected --sse none (encrypt the volume itself)")
         if args.endpoint_url:
             raise InputError(f"--endpoint-url {args.endpoint_url!r} does not apply to the file "
-                             f"store {args.store!r}; expected no --endpoint-url")
-        yield FileStoreConfig(root=parse_file_url(args.store)), None
+                             f"store {target.url!r}; expected no --endpoint-url")
+        yield FileStoreConfig(root=target.root), None
         return
-    if args.store:
-        bucket, prefix = parse_store_url(args.store)
-        yield StoreConfig(bucket=bucket, prefix=prefix, endpoint_url=endpoint,
-                          region=args.region, **common), None
+
+    def settle(cfg: StoreConfig) -> StoreConfig:
+        return _named(sources, lambda: dataclasses.replace(
+            cfg, addressing_style=addressing, s3_checksum=checksum, max_attempts=attempts,
+            sse=sse, sse_c_key=key))
+
+    if target.bucket is not None:
+        endpoint = args.endpoint_url or env.endpoint_url
+        region = args.region or env.region
+        yield settle(_named(sources, lambda: StoreConfig(
+            bucket=target.bucket or "", prefix=target.prefix, endpoint_url=endpoint,
+            region=region))), None
         return
     if args.endpoint_url:  # given on the command line (an endpoint from the env is ignored)
         raise InputError(f"--endpoint-url {args.endpoint_url!r} was given without --store; "
                          "expected --store s3://BUCKET/PREFIX too")
-    with LocalS3(args.local_dir) as server:
-        yield server.store_config(**common), server
+    settle(_DEFAULTS)  # a bad setting exits 2 before the server starts
+    with LocalS3(args.local_dir or env.local_dir) as server:
+        yield settle(server.store_config()), server
 
 
-def encryption(args: argparse.Namespace) -> tuple[str, Secret | None]:
+def _env_int(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        lo, hi = MAX_ATTEMPTS_RANGE
+        raise InputError(f"{ENV_MAX_ATTEMPTS}={raw!r} is not valid; expected an integer "
+                         f"{lo}..{hi}") from None
+
+
+def _named(sources: dict[str, str], build: Callable[[], T]) -> T:
+    """``build()``, with a refused setting named as the user gave it."""
+    try:
+        return build()
+    except InvalidSetting as exc:
+        source = sources.get(exc.field, "")
+        if source.startswith("env:"):
+            raise InputError(f"{source[4:]}={exc.value!r} is not valid; expected "
+                             f"{exc.expected}") from None
+        if source:
+            raise InputError(f"{source} {exc.value!r} is not valid; expected "
+                             f"{exc.expected}") from None
+        raise
+
+
+def _encryption(args: argparse.Namespace, env: EnvDefaults, sources: dict[str, str]
+                ) -> tuple[SseMode, Secret | None]:
     """The SSE mode and the customer key (checked, never shown) from flags and environment."""
-    if args.sse is not None and args.sse not in SSE_MODES:
-        raise InputError(f"--sse/S43_SSE {args.sse!r} is not valid; expected one of "
-                         f"{list(SSE_MODES)}")
+    mode = args.sse or env.sse  # checked by StoreConfig, which names its source
+    sources["sse"] = "--sse" if args.sse else f"env:{ENV_SSE}"
     key: Secret | None = None
     if args.sse_c_key_file:
         try:
@@ -155,13 +215,13 @@ def encryption(args: argparse.Namespace) -> tuple[str, Secret | None]:
             raise InputError(f"--sse-c-key-file {args.sse_c_key_file!r} cannot be read "
                              f"({exc.strerror or exc}); expected a readable key file") from None
         key = load_sse_c_key(raw, f"--sse-c-key-file {args.sse_c_key_file!r}")
-        if args.sse not in (None, "sse-c"):
-            raise InputError(f"--sse-c-key-file was given with --sse {args.sse}; expected "
+        if mode not in (None, "sse-c"):
+            raise InputError(f"--sse-c-key-file was given with --sse {mode}; expected "
                              "--sse sse-c (or no --sse)")
-    elif args.env_sse_c_key is not None and args.sse in (None, "sse-c"):
-        key = load_sse_c_key(args.env_sse_c_key.value, "S43_SSE_C_KEY")
-    sse = args.sse or ("sse-c" if key else "none")
+    elif env.sse_c_key is not None and mode in (None, "sse-c"):
+        key = load_sse_c_key(env.sse_c_key.value, ENV_SSE_C_KEY)
+    sse = mode or ("sse-c" if key else "none")
     if sse == "sse-c" and key is None:
-        raise InputError("--sse sse-c needs the customer key; expected S43_SSE_C_KEY (base64 of "
-                         "32 bytes) or --sse-c-key-file PATH")
-    return sse, key
+        raise InputError(f"--sse sse-c needs the customer key; expected {ENV_SSE_C_KEY} "
+                         "(base64 of 32 bytes) or --sse-c-key-file PATH")
+    return cast(SseMode, sse), key  # StoreConfig checks it, naming the source

@@ -23,7 +23,7 @@ from typing import Any
 from .. import __version__
 from ..binding import object_attempt
 from ..circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
-from ..codec import META_CHECKSUM, META_CODEC
+from ..codec import DEFAULT_CODEC, META_CHECKSUM, META_CODEC
 from ..errors import (
     EXIT_GATE_FAILED,
     EXIT_PASSED,
@@ -308,7 +308,7 @@ def _build(store: Store, layout: RunLayout, head: bool, concurrency: int,
         detailed = heads.get(obj.key) if obj else None
         check = checks.get(m)
         key = obj.key if obj else (str(check.get("key")) if check else
-                                   layout.member_key(m, codec or "arrow"))
+                                   layout.member_key(m, codec or DEFAULT_CODEC))
         reports.append(MemberReport(
             member=m, key=key, verdict=str(check.get("status", "")) if check else "",
             error_class=str(check.get("error_class", "")) if check else "",

@@ -73,7 +73,7 @@ def test_an_unforeseen_error_exits_3_as_internal_with_an_event_and_a_json_error(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("s43_ray.cli.main.run_cohort", broken)
+    monkeypatch.setattr("s43_ray.cli.pipeline.run_cohort", broken)
     code, out, err = _run("run", "--run-id", "r-internal", "--store",
                           "s3://s43-never-contacted/p", "--json")
 
@@ -87,3 +87,31 @@ def test_an_unforeseen_error_exits_3_as_internal_with_an_event_and_a_json_error(
     assert failed["severity"] == "error" and failed["error_class"] == "internal"
     assert failed["run_id"] == "r-internal"
     assert "s43-ray: error: internal error: RuntimeError: boom" in err
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    (["--max-attempts", "50"], {}, "--max-attempts 50 is not valid; expected an integer 1..20"),
+    ([], {"S43_S3_MAX_ATTEMPTS": "0"}, "S43_S3_MAX_ATTEMPTS=0 is not valid"),
+    ([], {"S43_S3_MAX_ATTEMPTS": "lots"}, "S43_S3_MAX_ATTEMPTS='lots' is not valid"),
+    ([], {"S43_SSE": "aes"}, "S43_SSE='aes' is not valid; expected one of"),
+    (["--sse", "aes"], {}, "--sse 'aes' is not valid; expected one of"),
+    (["--addressing-style", "path"], {"S43_S3_ADDRESSING_STYLE": "sideways"}, None),
+], ids=["flag-range", "env-range", "env-text", "env-sse", "flag-sse", "flag-beats-env"])
+def test_a_setting_is_checked_once_and_named_where_it_came_from(
+        monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str],
+        named: str | None) -> None:
+    """StoreConfig checks every value; the CLI says whether the flag or the variable gave it.
+    A flag wins over its variable, so a bad variable behind a good flag is never read."""
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("S43_STORE", "s3://s43-never-contacted/p")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+
+    one_try = [] if "--max-attempts" in argv or "S43_S3_MAX_ATTEMPTS" in env else [
+        "--max-attempts", "1"]
+    code, _, err = _run("gate", "--run-id", "r1", "--expected", "1", *one_try, *argv)
+
+    if named is None:  # got past the settings: the closed port answers nothing (exit 3)
+        assert code == 3, err
+    else:
+        assert code == 2 and named in err, err

@@ -126,7 +126,7 @@ def test_env_defaults_treats_empty_values_as_unset() -> None:
 
     assert got.store is None
     assert got.endpoint_url == "http://generic:1"
-    assert got.s3_checksum == "crc64nvme"
+    assert got.s3_checksum is None  # unset: StoreConfig's own default applies
 
 
 def test_secret_never_shows_its_value() -> None:
