@@ -83,7 +83,7 @@ def resume_plan(store: Store, layout: RunLayout, cfg: RunConfig, record: RunMani
     in the store (bound to this run and member, its schema the run's, its checksum verified and,
     when the attempt that wrote it left a ledger, equal to that ledger's), and the members to
     compute (missing, invalid, or written by an attempt whose ledger disagrees)."""
-    check = run_gate(store, run_id=cfg.run_id, prefix=layout.prefix, members=cfg.members,
+    check = run_gate(store, layout, members=cfg.members,
                      codec=cfg.codec, mode=cfg.verify, concurrency=cfg.gate_concurrency,
                      node_id="driver", declared_schema=record.schema_digest,
                      circuit=breaker.cfg)
@@ -246,15 +246,15 @@ def _circuit_summary(cfg: RunConfig, store_cfg: AnyStoreConfig, layout: RunLayou
     return summary
 
 
-def gate_existing(store_cfg: AnyStoreConfig, *, run_id: str, members: Sequence[str], codec: Codec,
-                  expected: int | None, events: ev.EventLog, verify: VerifyMode = "full",
+def gate_existing(store_cfg: AnyStoreConfig, layout: RunLayout, *, members: Sequence[str],
+                  codec: Codec, expected: int | None, events: ev.EventLog,
+                  verify: VerifyMode = "full",
                   concurrency: int = GATE_CONCURRENCY, circuit: CircuitConfig | None = None
                   ) -> Summary:
     """Re-check a run from the store alone: its record and its latest ledger, no references."""
     t0 = time.perf_counter()
     store = open_store(store_cfg)
     breaker = Circuit.for_store(store, circuit)
-    layout = RunLayout(store_cfg.prefix, run_id)
     verdict = gate_from_store(store, layout, members=members, codec=codec, expected=expected,
                               mode=verify, concurrency=concurrency, node_id="driver",
                               circuit=circuit)

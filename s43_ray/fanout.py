@@ -71,7 +71,7 @@ def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
             circuit: Circuit | None = None,
             ) -> dict[str, PersistOutcome]:
     """Submit one persist task per member and gather their references as they finish."""
-    layout = RunLayout(spec.store.prefix, spec.run_id)
+    layout = spec.layout
     pending = {}
     for m in members:
         opts = {**task_options, **member_options(m)} if member_options else task_options

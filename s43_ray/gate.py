@@ -95,7 +95,7 @@ class Verdict:
         return json.dumps(self.to_record(), indent=1, sort_keys=True).encode()
 
 
-def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], codec: Codec,
+def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: Codec,
              expected: int | None = None, refs: Mapping[str, Expectation] | None = None,
              mode: VerifyMode = "full", concurrency: int = GATE_CONCURRENCY,
              node_id: str = "", declared_schema: str = "", attempt: int | None = None,
@@ -113,7 +113,7 @@ def run_gate(store: Store, *, run_id: str, prefix: str, members: Sequence[str], 
     minute, whatever the per-request timeouts."""
     started, t0 = rfc3339_now(), time.perf_counter()
     basis = basis or ("ledger" if refs is not None else "metadata")
-    layout = RunLayout(prefix, run_id)
+    run_id = layout.run_id
     if len(set(members)) != len(members):
         raise InputError(f"run {run_id!r}: the member list names some members twice; "
                          "expected unique names")
@@ -269,7 +269,7 @@ def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], 
     elif basis.record is not None or basis.newest_attempt:
         kind = "no_ledger"  # a run s43 started, whose driver never recorded what it gathered
     declared = basis.record.schema_digest if basis.record else ""
-    return run_gate(store, run_id=layout.run_id, prefix=layout.prefix, members=members,
+    return run_gate(store, layout, members=members,
                     codec=codec, expected=expected, refs=refs, mode=mode,
                     concurrency=concurrency, node_id=node_id, declared_schema=declared,
                     attempt=ledger.attempt if ledger else attempt, basis=kind,
@@ -290,6 +290,11 @@ class GateSpec:
     concurrency: int = GATE_CONCURRENCY
     circuit: CircuitConfig | None = None
 
+    @property
+    def layout(self) -> RunLayout:
+        """The run's keys, always under the store's own prefix."""
+        return RunLayout(self.store.prefix, self.run_id)
+
 
 @ray.remote(max_retries=2)
 def gate_task(spec: GateSpec) -> Verdict:
@@ -297,7 +302,7 @@ def gate_task(spec: GateSpec) -> Verdict:
     run's record and the attempt's ledger from it."""
     metrics.watch_stores()
     node = str(ray.get_runtime_context().get_node_id())
-    return gate_from_store(open_store(spec.store), RunLayout(spec.store.prefix, spec.run_id),
+    return gate_from_store(open_store(spec.store), spec.layout,
                            members=spec.members, codec=spec.codec, mode=spec.mode,
                            concurrency=spec.concurrency, node_id=node, attempt=spec.attempt,
                            circuit=spec.circuit)

@@ -42,6 +42,11 @@ class TaskSpec:
     attempt: int = 0  # the run's attempt (ledger.Attempt.number); objects carry it
     schema: str = ""  # the run's declared schema digest; "" when the predictor declares none
 
+    @property
+    def layout(self) -> RunLayout:
+        """The run's keys, always under the store's own prefix."""
+        return RunLayout(self.store.prefix, self.run_id)
+
 
 @dataclass(frozen=True)
 class PredictionRef:
@@ -100,7 +105,7 @@ def _node_id() -> str:
 
 def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
     """Predict one member, encode it, write it under its deterministic key, return a reference."""
-    layout = RunLayout(spec.store.prefix, spec.run_id)
+    layout = spec.layout
     key = layout.member_key(member, spec.codec)
     node = _node_id()
     t0 = time.perf_counter()

@@ -285,7 +285,7 @@ def run_gate_bench(cfg: StoreConfig, counts: Sequence[int], codec: Codec) -> lis
         modes: tuple[VerifyMode, ...] = ("full", "head")
         for mode in modes:
             t0 = time.perf_counter()
-            verdict = run_gate(store, run_id=spec.run_id, prefix=cfg.prefix, members=members,
+            verdict = run_gate(store, spec.layout, members=members,
                                codec=codec, refs=refs, mode=mode)
             timed[mode] = time.perf_counter() - t0
             if not verdict.passed:

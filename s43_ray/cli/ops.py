@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from ..config import EnvDefaults, StoreConfig
 from ..errors import InputError
 from ..events import EventLog
+from ..keys import RunLayout
 from ..ops.lifecycle import (
     apply_lifecycle,
     bucket_check,
@@ -92,7 +93,8 @@ def run_op(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Repo
     """Run one operator subcommand."""
     if args.command == "report":
         with open_config(store_target(args, env), args, env) as (cfg, _):
-            return report_run(open_store(cfg), cfg.prefix, events.run_id, head=not args.no_head)
+            return report_run(open_store(cfg), RunLayout(cfg.prefix, events.run_id),
+                              head=not args.no_head)
     if args.command == "gc":
         age = parse_age(args.older_than)
         with open_config(store_target(args, env), args, env) as (cfg, _):

@@ -157,7 +157,7 @@ def cmd_gate(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Su
             raise InputError(f"--format {args.format} differs from the run's format "
                              f"{known}; expected {known}")
         check_key_lengths(store_cfg.prefix, run_id, members, codec)
-        return gate_existing(store_cfg, run_id=run_id, members=members, codec=codec,
+        return gate_existing(store_cfg, layout, members=members, codec=codec,
                              expected=len(members), events=events, verify=args.verify)
 
 

@@ -1,6 +1,6 @@
 """``s43-ray report --run-id RUN``: what an operator needs to know about one run, from the store.
 
-:func:`build_report` reads the run's record (``_run.json``), its latest verdict (``_gate.json``)
+:func:`report_run` reads the run's record (``_run.json``), its latest verdict (``_gate.json``)
 and the ledger of the verdict's attempt, lists the run's prefix and HEADs each member object, and
 returns a :class:`RunReport`. Pass/fail is recomputed, never read from the verdict's ``status``:
 from the verdict's own per-member checks (:func:`s43_ray.verdicts.recheck`: a verdict that
@@ -10,7 +10,7 @@ verdict is ``stale``). Needs no Ray, writes nothing.
 
 Exit codes (:attr:`RunReport.exit_code`): 0 the recomputed verdict passed and still matches the
 store; 1 it failed, is missing, inconsistent or stale; 2 the run does not exist (``InputError``,
-raised by :func:`build_report`); 3 the store is unreachable or refuses (the store's own errors).
+raised by :func:`report_run`); 3 the store is unreachable or refuses (the store's own errors).
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def _changed(check: Mapping[str, Any] | None, info: ObjectInfo | None,
     return ""
 
 
-def build_report(store: Store, layout: RunLayout, *, head: bool = True,
+def report_run(store: Store, layout: RunLayout, *, head: bool = True,
                  concurrency: int = HEAD_CONCURRENCY,
                  circuit: CircuitConfig | None = None) -> RunReport:
     """Everything the store says about one run. Raises :class:`InputError` when the store holds
@@ -345,8 +345,3 @@ def _manifest_record(manifest: RunManifest | None) -> dict[str, Any] | None:
     return {"members": len(manifest.members), "codec": manifest.codec, "rows": manifest.rows,
             "predictor": manifest.predictor, "created_at": manifest.created_at,
             "s43_version": manifest.s43_version}
-
-
-def report_run(store: Store, prefix: str, run_id: str, *, head: bool = True) -> RunReport:
-    """:func:`build_report` from a store prefix and a run id (a bad id raises InvalidRunId)."""
-    return build_report(store, RunLayout(prefix, run_id), head=head)

@@ -15,6 +15,7 @@ from helpers import CliResult, keys_under
 
 from s43_ray.config import StoreConfig
 from s43_ray.errors import EXIT_BAD_INPUT, InputError, InvalidRunId
+from s43_ray.keys import RunLayout
 from s43_ray.ops.report import RunReport, report_run
 from s43_ray.stores.s3 import S3Store
 
@@ -30,7 +31,7 @@ def finished_run(cli: Cli, store_args: list[str], run_id: str, fmt: str = "arrow
 
 
 def report(store: S3Store, cfg: StoreConfig, run_id: str, **kwargs: bool) -> RunReport:
-    rep = report_run(store, cfg.prefix, run_id, **kwargs)
+    rep = report_run(store, RunLayout(cfg.prefix, run_id), **kwargs)
     json.loads(rep.to_json())  # always one valid JSON object
     return rep
 

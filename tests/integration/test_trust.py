@@ -136,7 +136,7 @@ def test_two_drivers_of_the_same_cohort_are_two_attempts_and_the_latest_verdict_
     latest = latest_verdict(store, layout)
     assert latest["attempt"] == 2, [r.summary for r in results]  # never an older attempt's
     assert len([k for k in control_keys_under(store, layout.run_prefix) if "/_gates/" in k]) == 2
-    rep = report_run(store, store_cfg.prefix, "twins")
+    rep = report_run(store, RunLayout(store_cfg.prefix, "twins"))
     # stale when attempt 1 rewrote members after attempt 2's verdict; never inconsistent.
     assert rep.status in ("passed", "failed", "stale") and not rep.verdict_problems, rep.human()
     # Whatever the interleaving, the store now gates to an honest verdict.

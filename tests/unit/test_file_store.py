@@ -143,7 +143,7 @@ def test_a_cohort_persisted_to_a_shared_folder_passes_the_gate(tmp_path: Path) -
                     "s43_ray.predict:default_predictor")
     refs = [persist_member(store, spec, m) for m in member_names(3)]
     assert all(isinstance(r, PredictionRef) for r in refs)
-    verdict = run_gate(store, run_id=spec.run_id, prefix=cfg.prefix, members=member_names(3),
+    verdict = run_gate(store, spec.layout, members=member_names(3),
                        codec="arrow", expected=None, mode="head")
     assert verdict.passed and verdict.cohort_count == 3
     # The object on disk opens with stock pyarrow and holds what the predictor produced.
@@ -163,6 +163,6 @@ def test_a_flipped_byte_on_disk_fails_the_gate(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    verdict = run_gate(store, run_id="r1", prefix=cfg.prefix, members=["m00000"], codec="npz",
+    verdict = run_gate(store, spec.layout, members=["m00000"], codec="npz",
                        expected=None)
     assert not verdict.passed and verdict.invalid["m00000"].startswith("checksum")

@@ -41,7 +41,7 @@ def _persist(store: MemoryStore, members: list[str], codec: Codec = "npz",
 
 def _gate(store: MemoryStore, members: list[str], codec: Codec = "npz",
           **kwargs: object) -> Verdict:
-    return run_gate(store, run_id=RUN, prefix=PREFIX, members=members, codec=codec,
+    return run_gate(store, RunLayout(PREFIX, RUN), members=members, codec=codec,
                     **kwargs)  # type: ignore[arg-type]
 
 
@@ -296,7 +296,7 @@ def test_gate_with_an_empty_prefix_reads_the_bucket_root(store: MemoryStore) -> 
     for m in member_names(2):
         persist_member(store, spec, m)
 
-    verdict = run_gate(store, run_id=RUN, prefix="", members=member_names(2), codec="npz")
+    verdict = run_gate(store, RunLayout("", RUN), members=member_names(2), codec="npz")
 
     assert verdict.passed
     assert f"{RUN}/m00000.npz" in store.objects

@@ -11,7 +11,7 @@ import pytest
 from s43_ray.circuit import CircuitConfig
 from s43_ray.errors import StoreUnreachable
 from s43_ray.keys import RunLayout
-from s43_ray.ops.report import build_report
+from s43_ray.ops.report import report_run
 from s43_ray.stores.base import ObjectInfo
 from s43_ray.stores.memory import MemoryStore
 
@@ -46,7 +46,7 @@ def test_report_on_a_store_that_stopped_answering_fails_fast(release: threading.
     t0 = time.monotonic()
 
     with pytest.raises(StoreUnreachable) as err:
-        build_report(store, RunLayout("p", "r1"), circuit=TINY)
+        report_run(store, RunLayout("p", "r1"), circuit=TINY)
 
     assert time.monotonic() - t0 < 10  # the list alone would block for 30 s
     assert "circuit open" in str(err.value) and "report of run 'r1'" in str(err.value)
