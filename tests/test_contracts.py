@@ -1,7 +1,7 @@
 """Pins what users and operators depend on: a change to any of these must be deliberate.
 
-CLI flags, event names, exit codes, key layout and the summary's fields are contracts (the
-README documents each). If one of these tests fails, you changed a contract: update the README
+CLI flags, event names, exit codes, key layout and the summary's fields are contracts (docs/cli.md
+documents each). If one of these tests fails, you changed a contract: update the docs
 and the alert rules with it, or put it back.
 """
 

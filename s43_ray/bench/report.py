@@ -1,4 +1,4 @@
-"""The benchmark's outputs: machine facts, ``results.md`` (the table the README shows) and plots.
+"""The benchmark's outputs: machine facts, ``results.md`` (docs/benchmark.md's table), plots.
 
 Plots need matplotlib (the ``bench`` extra); without it they are skipped with a warning that
 says so, and ``results.md`` says so too.

@@ -29,7 +29,7 @@ def run_clean(argv: list[str], home: Path) -> CliResult:
     """``s43-ray ARGV`` in a subprocess whose environment has no S3 credentials or store."""
     env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
     env["HOME"] = str(home)  # nothing of the developer's ~/.cache is used or touched
-    # An endpoint exported for production (as the README's Scaleway section does) must not
+    # An endpoint exported for production (as docs/deploy.md's Scaleway section does) must not
     # stop the embedded default: with no --store, the environment's endpoint is ignored.
     env["AWS_ENDPOINT_URL_S3"] = "https://s3.fr-par.scw.cloud"
     # Nor does a session token meant for another store: the embedded credentials go alone.

@@ -1,6 +1,6 @@
 """``ray job submit`` of ``s43-ray run`` to a Ray head started with ``ray start --head``.
 
-The production path (README, "Running on a real cluster"), on one machine: the job's entrypoint
+The production path (docs/deploy.md), on one machine: the job's entrypoint
 runs on the head with the head's environment, connects to the running cluster through the
 ``RAY_ADDRESS`` Ray sets for job entrypoints, and the tasks find the S3 credentials in the
 environment the head was started with, never in ``runtime_env``. The submitting client has no

@@ -1,4 +1,4 @@
-"""The infra files operators apply: they parse, and they grant exactly what the README says."""
+"""The infra files operators apply: they parse, and grant exactly what docs/security.md says."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ POLICY_FILE = INFRA / "scaleway" / "bucket-policy-s43.json"
 IDENTITIES_FILE = INFRA / "seaweedfs" / "s3-identities.json"
 APP = "application_id:<S43_APPLICATION_ID>"
 ADMINS = {"user_id:<OWNER_USER_ID>", "application_id:<OPERATOR_APPLICATION_ID>"}
-# What the s43 application uses, and nothing more (README "What each principal may do").
+# What the s43 application uses, and nothing more (docs/security.md, "Least privilege").
 APP_OBJECT_ACTIONS = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
 # Scaleway's documented bucket-policy actions (docs: object-storage/api-cli/bucket-policy).
 SCALEWAY_ACTIONS = {
