@@ -1,7 +1,7 @@
 """End-to-end parts of the benchmark: a Ray cohort by reference versus by value, and the gate.
 
 Cohort: each configuration (mode, member count) runs in a fresh Python process (``python -m
-s43_ray.bench_e2e``, its spec on stdin), so the driver's peak RSS is that configuration's alone.
+s43_ray.bench.e2e``, its spec on stdin), so the driver's peak RSS is that configuration's alone.
 The peak is the kernel's high-water mark (``VmHWM``), reset once imports, ``ray.init`` and the
 workers' warm-up are done. Not ``ru_maxrss``: after fork + exec, Linux reports the parent's RSS
 at fork time there (measured: 2.9 GiB in every child of a benchmark that held 256 MiB payloads).
@@ -91,7 +91,7 @@ def run_cohort_config(cfg: StoreConfig, *, mode: str, members: int, rows: int, c
     """Run one configuration in a fresh process; its spec (and any secret) goes over stdin."""
     spec = {"mode": mode, "members": members, "rows": rows, "codec": codec, "run_id": run_id,
             "address": address, "store": _store_to_json(cfg)}
-    proc = subprocess.run([sys.executable, "-m", "s43_ray.bench_e2e"], input=json.dumps(spec),
+    proc = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(spec),
                           capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -12,7 +12,7 @@ the same S3 server as a write and a read:
 - context ``disk`` (a node-local file: the bug this project fixes) and ``ray`` (the object store,
   same node, zero-copy read).
 
-:func:`s43_ray.bench_timing.measure` times them side by side.
+:func:`s43_ray.bench.timing.measure` times them side by side.
 """
 
 from __future__ import annotations

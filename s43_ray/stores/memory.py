@@ -1,4 +1,4 @@
-"""A dict-backed :class:`~s43_ray.storebase.Store` for pure unit tests; not for production."""
+"""A dict-backed :class:`~s43_ray.stores.base.Store` for pure unit tests; not for production."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``s43_ray.report``: what the store says about a run, on real runs (real SeaweedFS, real Ray).
+"""``s43_ray.ops.report``: what the store says about a run, on real runs (real SeaweedFS, real Ray).
 
 The report needs no Ray and writes nothing: each test makes a run with ``s43-ray run`` (the
 ``cli`` fixture), changes the store as an incident would, and reads the report.
