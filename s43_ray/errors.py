@@ -1,4 +1,4 @@
-"""The project's own error tree. botocore's exceptions stop in ``store.py``.
+"""The project's own error tree. botocore's and obstore's exceptions stop in ``stores/``.
 
 ::
 
@@ -7,6 +7,7 @@
     │   ├── InvalidRunId           a run id that is empty, too long, or has a forbidden character
     │   ├── InvalidMember          a member name that cannot be a key segment
     │   ├── InvalidStoreUrl        a ``--store`` value that is not ``s3://BUCKET[/PREFIX]``
+    │   ├── InvalidSetting         a config field outside what it accepts (names the field)
     │   ├── InvalidPredictor       a ``--predictor`` that is not an importable ``module:function``
     │   ├── UnsafeArray            an array the codecs refuse to write (object dtype, bad name)
     │   └── SseKeyRequired         an SSE-C object read without its customer key
@@ -14,6 +15,7 @@
     │   ├── StoreUnreachable       connection refused, DNS failure, timeout after retries
     │   ├── AccessDenied           credentials missing, wrong, or not allowed this action
     │   ├── NoSuchBucket           the bucket does not exist
+    │   ├── NotSupported           the store does not implement a request (bucket settings)
     │   ├── Throttled              the store kept answering "slow down" past the retry budget
     │   ├── ObjectNotFound         a key that is not in the store (a load failure when loading)
     │   ├── PreconditionFailed     a conditional write lost: the key exists, or changed since read

@@ -139,7 +139,7 @@ def _bench_store(args: argparse.Namespace, env: EnvDefaults
     (unless ``--local-dir``), removed at the end."""
     target = store_target(args, env)
     scratch = None
-    if target.embedded and not args.local_dir:
+    if target.embedded and not (args.local_dir or env.local_dir):
         scratch = tempfile.mkdtemp(prefix="s43-bench-s3-")
         args.local_dir = scratch
     try:
@@ -158,7 +158,9 @@ def _fail(args: argparse.Namespace, out: TextIO, err: TextIO, code: int, error_c
           message: str, events: EventLog | None) -> int:
     """One line on stderr; an error event unless the input was bad; the JSON error object."""
     line = message.splitlines()[0] if message else error_class
-    run_id = events.run_id if events else ""
+    # Refused input names no run it made up: a fresh id belongs to a run that never started.
+    named = getattr(args, "run_id", None) is not None
+    run_id = events.run_id if events and (code != EXIT_BAD_INPUT or named) else ""
     if events is not None and code != EXIT_BAD_INPUT:
         events.emit(RUN_FAILED, "error", command=args.command, error_class=error_class,
                     exit_code=code, message=line)

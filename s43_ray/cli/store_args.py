@@ -42,6 +42,7 @@ from ..config import (
     load_sse_c_key,
     parse_file_url,
     parse_store_url,
+    validate_endpoint,
 )
 from ..errors import InputError, InvalidSetting
 from ..keys import DEFAULT_PREFIX
@@ -129,23 +130,36 @@ def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults
     the length of the block when it is the one used."""
     sources: dict[str, str] = {}
 
-    def pick(field: str, flag: str, value: T | None, env_name: str, env_value: T | None,
-             default: T) -> T:
+    def pick(field: str, flag: str, value: T | None, env_name: str,
+             env_value: Callable[[], T | None], default: T) -> T:
         if value is not None:
             sources[field] = flag
             return value
-        if env_value is not None:
+        from_env = env_value()  # read only when the flag is absent: the flag wins
+        if from_env is not None:
             sources[field] = f"env:{env_name}"
-            return env_value
+            return from_env
         return default
 
     addressing = pick("addressing_style", "--addressing-style", args.addressing_style,
-                      ENV_ADDRESSING, env.addressing_style, _DEFAULTS.addressing_style)
+                      ENV_ADDRESSING, lambda: env.addressing_style, _DEFAULTS.addressing_style)
     checksum = pick("s3_checksum", "--s3-checksum", args.s3_checksum, ENV_S3_CHECKSUM,
-                    env.s3_checksum, _DEFAULTS.s3_checksum)
+                    lambda: env.s3_checksum, _DEFAULTS.s3_checksum)
     attempts = pick("max_attempts", "--max-attempts", args.max_attempts, ENV_MAX_ATTEMPTS,
-                    _env_int(env.max_attempts), _DEFAULTS.max_attempts)
+                    lambda: _env_int(env.max_attempts), _DEFAULTS.max_attempts)
     sse, key = _encryption(args, env, sources)
+
+    def settle(cfg: StoreConfig) -> StoreConfig:
+        return _named(sources, lambda: dataclasses.replace(
+            cfg, addressing_style=addressing, s3_checksum=checksum, max_attempts=attempts,
+            sse=sse, sse_c_key=key))
+
+    # Every setting is checked before anything starts, whichever store is named (a bad
+    # variable is refused with a file store too, as it would be on the next S3 run).
+    settle(_DEFAULTS)
+    endpoint = args.endpoint_url or env.endpoint_url
+    if endpoint:
+        validate_endpoint(endpoint)
     if target.root is not None:
         if sse != "none":
             raise InputError(f"--sse {sse} does not apply to the file store {target.url!r}; "
@@ -155,14 +169,7 @@ def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults
                              f"store {target.url!r}; expected no --endpoint-url")
         yield FileStoreConfig(root=target.root), None
         return
-
-    def settle(cfg: StoreConfig) -> StoreConfig:
-        return _named(sources, lambda: dataclasses.replace(
-            cfg, addressing_style=addressing, s3_checksum=checksum, max_attempts=attempts,
-            sse=sse, sse_c_key=key))
-
     if target.bucket is not None:
-        endpoint = args.endpoint_url or env.endpoint_url
         region = args.region or env.region
         yield settle(_named(sources, lambda: StoreConfig(
             bucket=target.bucket or "", prefix=target.prefix, endpoint_url=endpoint,
@@ -171,7 +178,6 @@ def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults
     if args.endpoint_url:  # given on the command line (an endpoint from the env is ignored)
         raise InputError(f"--endpoint-url {args.endpoint_url!r} was given without --store; "
                          "expected --store s3://BUCKET/PREFIX too")
-    settle(_DEFAULTS)  # a bad setting exits 2 before the server starts
     with LocalS3(args.local_dir or env.local_dir) as server:
         yield settle(server.store_config()), server
 

@@ -59,8 +59,8 @@ def unsubscribe(*, on_request: RequestListener | None = None,
                 on_retry: RetryListener | None = None) -> None:
     global _on_request, _on_retry
     with _lock:
-        _on_request = tuple(f for f in _on_request if f is not on_request)
-        _on_retry = tuple(f for f in _on_retry if f is not on_retry)
+        _on_request = tuple(f for f in _on_request if f != on_request)
+        _on_retry = tuple(f for f in _on_retry if f != on_retry)
 
 
 def _guarded(what: str, call: Callable[[], None]) -> None:

@@ -23,7 +23,7 @@ from .base import IF_NONE_MATCH, precondition_failed
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 # A conditional write refused (412), or lost to a concurrent conditional write (AWS: 409).
 PRECONDITION = frozenset({"412", "PreconditionFailed", "ConditionalRequestConflict"})
-DENIED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+DENIED = frozenset({"401", "403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                     "Forbidden", "AllAccessDisabled", "ExpiredToken", "InvalidToken",
                     "AccountProblem"})
 # botocore's throttling codes (its "standard" retry mode retries these), and 503 SlowDown.
@@ -44,13 +44,14 @@ def classify(code: str, *, status: str = "", message: str = "", op: str, where: 
              ) -> tuple[StoreError | SseKeyRequired, bool]:
     """The project's error for an S3 answer, and whether a retry may succeed.
 
-    ``code``: the S3 error code, or the HTTP status when the answer had none (a HEAD has no
-    body); ``status``: the HTTP status. ``where`` names the request in the message
-    (``GET s3://b/k at ENDPOINT``). ``condition``: the header of a conditional request
-    (``If-None-Match: *``, ``If-Match: E``): a refused condition (412), a conditional write
-    that lost to a concurrent one (409 ``ConditionalRequestConflict``, AWS) and an ``If-Match``
-    on a key that no longer exists (404, AWS) are :class:`PreconditionFailed`."""
-    code = code or status
+    ``code``: the S3 error code ("" when the answer had none: a HEAD has no body);
+    ``status``: the HTTP status, which stands for the code when there is none. ``where``
+    names the request in the message (``GET s3://b/k at ENDPOINT``). ``condition``: the
+    header of a conditional request (``If-None-Match: *``, ``If-Match: E``). A refused
+    condition (412), a conditional write that lost to a concurrent one (409
+    ``ConditionalRequestConflict``, AWS) and an ``If-Match`` on a key that no longer exists
+    (404, AWS) are :class:`PreconditionFailed`."""
+    given, code = code, code or status
     sse_error = sse_read_error(code, message, op=op, where=where, sse=sse)
     if sse_error is not None:
         return sse_error, False
@@ -65,13 +66,13 @@ def classify(code: str, *, status: str = "", message: str = "", op: str, where: 
         else:
             why, condition = "a condition did not hold", code
         return precondition_failed(where, why, condition), False
-    if code in NOT_FOUND or (status == "404" and code != "NoSuchBucket"):
+    if code in NOT_FOUND or (status == "404" and not given):
         if condition and condition != IF_NONE_MATCH:
             return precondition_failed(where, "the key does not exist", condition), False
         return ObjectNotFound(f"{where}: not found"), False
     if code == "NoSuchBucket":
         return NoSuchBucket(f"{where}: no such bucket"), False
-    if code in DENIED or status == "403":
+    if code in DENIED or (status in ("401", "403") and not given):
         return AccessDenied(f"{where}: access denied ({code})"), False
     if code in THROTTLING or status == "429":
         return Throttled(f"{where}: throttled ({code}) after retries"), True

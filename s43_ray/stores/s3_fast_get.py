@@ -29,7 +29,7 @@ from obstore.store import S3Store as ObStore
 
 from ..config import StoreConfig
 from ..errors import AccessDenied, ObjectNotFound, S43Error, StoreUnreachable
-from .s3_errors import classify
+from .s3_errors import THROTTLING, classify
 from .s3_settings import DEFAULT_REGION, S3Settings, backoff_s, retry_log
 
 _STATUS = re.compile(r"status code: (\d{3})")
@@ -84,7 +84,8 @@ def classify_failure(exc: Exception, where: str, sse: str) -> tuple[S43Error, bo
     status, code = _first(_STATUS, text), _first(_CODE, text)
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) and not status:
         status = "403"
-    if not (status or code):  # no HTTP answer: refused, reset, DNS, timeout
+    if not status and code != "NoSuchBucket" and code not in THROTTLING:
+        # No HTTP answer: refused, reset, DNS, timeout.
         return StoreUnreachable(f"{where}: unreachable ({text.splitlines()[0][:200]})"), True
     return classify(code, status=status, message=text, op="GET", where=where, sse=sse)
 

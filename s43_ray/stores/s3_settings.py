@@ -15,11 +15,11 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 from ..config import StoreConfig
 from . import hooks
 
+# The name retry warnings have always been logged under (log filters and alert rules match it).
 log = logging.getLogger("s43_ray.store")
 
 # botocore's "standard" mode: sleep random() * min(MAX_BACKOFF_S, 2 ** (retry - 1)) seconds.
@@ -76,7 +76,12 @@ class RetryLog:
                     target)
 
 
-@lru_cache(maxsize=8)
+_LOGS: dict[StoreConfig, RetryLog] = {}
+_LOGS_LOCK = threading.Lock()
+
+
 def retry_log(cfg: StoreConfig) -> RetryLog:
-    """The one retry log of ``cfg`` in this process."""
-    return RetryLog(cfg.display_endpoint)
+    """The one retry log of ``cfg`` in this process (never evicted: a store's count must not
+    restart while it lives; a process meets a handful of configs)."""
+    with _LOGS_LOCK:
+        return _LOGS.setdefault(cfg, RetryLog(cfg.display_endpoint))

@@ -115,3 +115,38 @@ def test_a_setting_is_checked_once_and_named_where_it_came_from(
         assert code == 3, err
     else:
         assert code == 2 and named in err, err
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    (["--store", "file:///tmp/s43-never-written"], {"S43_S3_CHECKSUM": "md5"},
+     "S43_S3_CHECKSUM='md5'"),
+    (["--store", "file:///tmp/s43-never-written"], {"AWS_ENDPOINT_URL_S3": "garbage"},
+     "endpoint URL 'garbage'"),
+], ids=["file-store-bad-env-setting", "file-store-bad-env-endpoint"])
+def test_a_bad_setting_is_refused_whichever_store_is_named(
+        monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str],
+        named: str) -> None:
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+
+    code, out, err = _run("gc", *argv, "--json")
+
+    assert code == 2 and named in err, err
+    assert json.loads(out.strip().splitlines()[-1])["run_id"] == ""
+
+
+def test_a_bad_variable_behind_a_good_flag_is_never_read(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("S43_S3_MAX_ATTEMPTS", "abc")
+
+    code, _, err = _run("gc", "--store", f"file://{tmp_path}", "--max-attempts", "3")
+
+    assert code == 0, err
+
+
+def test_refused_input_names_no_run_it_made_up() -> None:
+    code, out, _ = _run("run", "--predictor", "no_such_module:f", "--json")
+    assert code == 2 and json.loads(out.strip().splitlines()[-1])["run_id"] == ""
+
+    code, out, _ = _run("run", "--run-id", "mine", "--predictor", "no_such_module:f", "--json")
+    assert code == 2 and json.loads(out.strip().splitlines()[-1])["run_id"] == "mine"
