@@ -51,7 +51,9 @@ def test_gate_flags_are_pinned() -> None:
 
 def test_smoke_flags_are_pinned() -> None:
     assert _flags("smoke") == STORE_FLAGS | {"--nodes", "--members-per-node", "--rows",
-                                             "--format", "--run-id", "--kill-node"}
+                                             "--format", "--run-id", "--kill-node",
+                                             "--isolation", "--partition-node",
+                                             "--partition-store"}
 
 
 @pytest.mark.parametrize("command", ["lifecycle apply", "lifecycle verify", "bucket check"])

@@ -27,7 +27,7 @@ from ..config import AnyStoreConfig, EnvDefaults, env_defaults
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, S43Error
 from ..events import RUN_FAILED, EventLog, Severity
 from ..keys import new_run_id, validate_run_id
-from ..smoke import SmokeReport
+from ..smoke_report import SmokeReport
 from ..stores.local_s3 import LocalS3
 from ..summary import Summary
 from .bench_args import add_bench_parser

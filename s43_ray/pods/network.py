@@ -1,0 +1,283 @@
+"""Pods on one machine, without containers: each pod is a network namespace, a mount namespace
+with a private tmpfs on ``/tmp``, and a PID namespace whose first process (the pause process,
+as in Kubernetes) holds them. One bridge, in a namespace of its own, joins the pods' ``veth``
+links; addresses come from 198.18.0.0/24 (RFC 2544, reserved for tests) and no pod has a default
+route: nothing can leave the machine, and no address outside these namespaces is ever used.
+
+Everything is torn down by :meth:`PodNetwork.close` (the ``with`` block's end, Ctrl-C): each
+pod's pause process is killed by its PID, which takes every process of its PID namespace (and
+the mounts only they held) with it; then the namespaces are deleted, and their links with them.
+A crash leaves namespaces behind, never processes (the pause processes die with their parent);
+the next :class:`PodNetwork` removes what a dead owner left (:func:`sweep_stale`).
+
+Needs root, ``ip`` (iproute2) and util-linux (``unshare``, ``nsenter``): :func:`unavailable`
+says what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from ..errors import ClusterError
+
+log = logging.getLogger("s43_ray.pods")
+
+SUBNET = ipaddress.ip_network("198.18.0.0/24")  # RFC 2544: benchmarking, never routed
+NS_PREFIX = "s43p-"  # every namespace this module makes; the sweep touches no other
+STATE_DIR = Path("/run/s43-pods")  # <tag> -> the owner's PID, for the sweep
+TMPFS_SIZE = "1g"  # each pod's /tmp (RAM-backed: only what is written counts)
+START_TIMEOUT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+_TOOLS = ("ip", "unshare", "nsenter")
+
+
+def unavailable() -> str:
+    """Why pods cannot be made here ("" when they can): not root, a tool missing, or the
+    kernel refusing a network namespace or a veth link."""
+    if os.geteuid() != 0:
+        return "pods need root (network and mount namespaces)"
+    missing = [t for t in _TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"pods need {', '.join(missing)} (iproute2, util-linux)"
+    probe = f"{NS_PREFIX}probe{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+        _ip("-n", probe, "link", "add", "s43probe0", "type", "veth", "peer", "name",
+            "s43probe1")
+        _ip("-n", probe, "link", "add", "s43probebr", "type", "bridge")
+    except ClusterError as exc:
+        return f"the kernel refused a pod network: {exc}"
+    finally:
+        with contextlib.suppress(ClusterError):
+            _ip("netns", "del", probe)
+    return ""
+
+
+def _ip(*args: str) -> str:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise ClusterError(f"ip {' '.join(args)} failed: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Pod:
+    """One pod: its namespace, address, link, and the pause process holding it."""
+
+    name: str  # role: store, head, worker-1, ...
+    netns: str
+    address: str
+    link: str  # the pod's link end in the bridge namespace (partition = set it down)
+    holder: subprocess.Popen[bytes] | None = None  # `ip netns exec ... unshare ...`
+    pause_pid: int = 0  # PID 1 of the pod's PID namespace, as the host sees it
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def enter(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as a command run inside this pod (all of its namespaces, cwd ``/``)."""
+        return ["nsenter", "-t", str(self.pause_pid), "-p", "-n", "-m", "--wd=/", "--",
+                *argv]
+
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              log_file: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in the pod; it dies with the pod (and with this process)."""
+        proc = subprocess.Popen(self.enter(argv), env=dict(env) if env is not None else None,
+                                stdin=subprocess.DEVNULL, stdout=log_file or subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
+        self.processes.append(proc)
+        return proc
+
+
+class PodNetwork:
+    """``with PodNetwork(["store", "head", "worker-1", ...]) as net: net.pods["head"]``."""
+
+    def __init__(self, roles: Sequence[str]) -> None:
+        if len(set(roles)) != len(roles) or len(roles) > SUBNET.num_addresses - 3:
+            raise ValueError(f"pod roles {list(roles)} must be unique and fit {SUBNET}")
+        self.tag = secrets.token_hex(3)
+        self.bridge_ns = f"{NS_PREFIX}{self.tag}-br"
+        hosts = iter(SUBNET.hosts())
+        next(hosts)  # .1 is left for a gateway that never exists
+        self.pods: dict[str, Pod] = {}
+        for i, role in enumerate(roles):
+            self.pods[role] = Pod(role, f"{NS_PREFIX}{self.tag}-{i}", str(next(hosts)),
+                                  f"s43{self.tag}v{i}")
+        self._made: list[str] = []
+
+    def __enter__(self) -> PodNetwork:
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- making it ---------------------------------------------------------------------------
+    def open(self) -> None:
+        sweep_stale()
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        (STATE_DIR / self.tag).write_text(f"{os.getpid()}\n")
+        self._netns(self.bridge_ns)
+        _ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
+        for pod in self.pods.values():
+            self._netns(pod.netns)
+            peer = f"{pod.link}p"
+            _ip("-n", self.bridge_ns, "link", "add", pod.link, "type", "veth", "peer", "name",
+                peer, "netns", pod.netns)
+            _ip("-n", self.bridge_ns, "link", "set", pod.link, "master", "br0", "up")
+            _ip("-n", pod.netns, "link", "set", peer, "name", "eth0")
+            _ip("-n", pod.netns, "addr", "add", f"{pod.address}/{SUBNET.prefixlen}", "dev",
+                "eth0")
+            _ip("-n", pod.netns, "link", "set", "eth0", "up")
+            self._hold(pod)
+
+    def _netns(self, name: str) -> None:
+        _ip("netns", "add", name)
+        self._made.append(name)
+        _ip("-n", name, "link", "set", "lo", "up")
+
+    def _hold(self, pod: Pod) -> None:
+        """The pause process: a new PID and mount namespace, a private tmpfs on /tmp."""
+        pod.holder = subprocess.Popen(
+            ["ip", "netns", "exec", pod.netns, "unshare", "--pid", "--kill-child",
+             "--mount-proc", "--propagation", "private", "sh", "-c",
+             f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /tmp && exec sleep infinity"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if pod.holder.poll() is not None:
+                err = pod.holder.stderr.read().decode() if pod.holder.stderr else ""
+                raise ClusterError(f"pod {pod.name} could not be made: {err.strip()}")
+            child = _children(pod.holder.pid)
+            if child and _has_private_tmp(child[0]):
+                pod.pause_pid = child[0]
+                return
+            time.sleep(0.02)
+        raise ClusterError(f"pod {pod.name} was not ready within {START_TIMEOUT_S:.0f}s")
+
+    # -- faults ------------------------------------------------------------------------------
+    def partition(self, role: str) -> None:
+        """Cut the pod's link: it and the others stop reaching each other, as on a real
+        network (established connections hang, new ones time out)."""
+        _ip("-n", self.bridge_ns, "link", "set", self.pods[role].link, "down")
+
+    def heal(self, role: str) -> None:
+        _ip("-n", self.bridge_ns, "link", "set", self.pods[role].link, "up")
+
+    def kill(self, role: str) -> None:
+        """Kill every process of the pod (its pause process, PID 1 of its namespace)."""
+        _kill(self.pods[role].pause_pid)
+
+    # -- tearing it down ---------------------------------------------------------------------
+    def close(self) -> None:
+        for pod in self.pods.values():
+            if pod.pause_pid:
+                _kill(pod.pause_pid)
+            for proc in [*pod.processes, *([pod.holder] if pod.holder else [])]:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+                if proc.stderr:
+                    proc.stderr.close()
+        for name in reversed(self._made):
+            _delete_netns(name)
+        self._made.clear()
+        with contextlib.suppress(FileNotFoundError):
+            (STATE_DIR / self.tag).unlink()
+
+    def leftovers(self) -> list[str]:
+        """What of this network still exists (namespaces); [] after :meth:`close`."""
+        return [n for n in list_netns() if n.startswith(f"{NS_PREFIX}{self.tag}-")]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _has_private_tmp(pid: int) -> bool:
+    try:
+        mounts = Path(f"/proc/{pid}/mounts").read_text()
+    except OSError:
+        return False
+    return any(line.split()[1:3] == ["/tmp", "tmpfs"] for line in mounts.splitlines())
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _delete_netns(name: str) -> None:
+    """Kill what still runs in the namespace (by PID), then delete it."""
+    for _ in range(3):
+        pids = [int(p) for p in _ip("netns", "pids", name).split()] if name in list_netns() \
+            else []
+        for pid in pids:
+            _kill(pid)
+        if pids:
+            time.sleep(0.2)
+    with contextlib.suppress(ClusterError):
+        _ip("netns", "del", name)
+
+
+def list_netns() -> list[str]:
+    try:
+        out = _ip("netns", "list")
+    except ClusterError:
+        return []
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def sweep_stale() -> list[str]:
+    """Delete the namespaces of pod networks whose owner is gone (a crash, a SIGKILL); a live
+    owner's are left alone. Returns what was removed."""
+    removed = []
+    for name in list_netns():
+        if not name.startswith(NS_PREFIX) or name.startswith(f"{NS_PREFIX}probe"):
+            continue
+        tag = name[len(NS_PREFIX):].split("-", 1)[0]
+        state = STATE_DIR / tag
+        try:
+            owner = int(state.read_text().strip())
+            os.kill(owner, 0)
+            continue  # its owner is alive
+        except (OSError, ValueError):
+            pass
+        _delete_netns(name)
+        removed.append(name)
+        with contextlib.suppress(FileNotFoundError):
+            state.unlink()
+    if removed:
+        log.warning("pods: removed %d namespace(s) a dead smoke left behind: %s", len(removed),
+                    ", ".join(removed))
+    return removed
