@@ -1,5 +1,6 @@
 """The Ray session: connect to a cluster or start a local one, fail fast on an address that
-does not answer, and keep every worker log line (each S3 retry warning names its attempt).
+does not answer, keep every worker log line (each S3 retry warning names its attempt), and
+place a task on a node.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .errors import ClusterError, InputError
 
@@ -85,3 +87,8 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         yield
     finally:
         ray.shutdown()  # drains forwarded worker logs before the summary is printed
+
+
+def node_affinity(node_id: str, *, soft: bool) -> dict[str, Any]:
+    """Ray task options placing a task on ``node_id``; ``soft``: elsewhere when it is gone."""
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=soft)}

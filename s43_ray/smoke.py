@@ -32,10 +32,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import events as ev
-from .cluster import keep_every_worker_log_line
+from .cluster import keep_every_worker_log_line, node_affinity
 from .config import AnyStoreConfig, FileStoreConfig
 from .driver import RunConfig, run_cohort
 from .errors import ClusterError, InputError
@@ -44,17 +43,16 @@ from .pods.cluster import run_in_pods
 from .pods.network import unavailable
 from .predict import DEFAULT_PREDICTOR
 from .progress import Progress
-from .smoke_report import Isolation, SmokeConfig, SmokeReport, compare
+from .smoke_report import NODE_OBJECT_STORE_BYTES, Isolation, SmokeConfig, SmokeReport, compare
 from .summary import Summary
 from .task import PersistOutcome, PredictionRef
 
 log = logging.getLogger("s43_ray.smoke")
 
-# Each node is a raylet with one CPU and the smallest object store Ray accepts: it only ever
-# holds references (about 300 MiB of memory a node on this kind of machine).
-NODE_OBJECT_STORE_BYTES = 80 * 1024**2
 # The environment variable naming each node's own folder: the pod-local store's root.
 POD_DIR_ENV = "S43_SMOKE_POD_DIR"
+
+
 @contextlib.contextmanager
 def _loopback_ray() -> Iterator[None]:
     """Keep every Ray listener of the smoke's cluster on 127.0.0.1: unless this switch is off,
@@ -145,10 +143,6 @@ def smoke_cluster(nodes: int, work_dir: str) -> Iterator[LocalCluster]:
         cluster.shutdown()
 
 
-def _affinity(node_id: str, *, soft: bool) -> dict[str, Any]:
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=soft)}
-
-
 @contextlib.contextmanager
 def _env(name: str, value: str) -> Iterator[None]:
     previous = os.environ.get(name)
@@ -189,8 +183,8 @@ def _run_on(cluster: LocalCluster, cfg: SmokeConfig, run_id: str, members: tuple
 
     run_cfg = RunConfig(
         run_id=run_id, members=members, rows=cfg.rows, codec=cfg.codec, predictor=predictor,
-        address=cluster.address, member_options=lambda m: _affinity(assigned[m], soft=True),
-        gate_options=_affinity(gate_node, soft=False), on_outcome=on_outcome,
+        address=cluster.address, member_options=lambda m: node_affinity(assigned[m], soft=True),
+        gate_options=node_affinity(gate_node, soft=False), on_outcome=on_outcome,
         stall_timeout=120.0, gate_timeout=300.0)
     run_events = events.for_run(run_id, before_write=progress.clear if progress else None)
     summary = run_cohort(run_cfg, store_cfg, run_events, progress)

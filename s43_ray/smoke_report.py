@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,9 @@ MAX_NODES = 8
 MEMBERS_PER_NODE = 4
 SMOKE_ROWS = 2_000
 
+# Each node is a raylet with one CPU and the smallest object store Ray accepts: it only ever
+# holds references (about 300 MiB of memory a node on this kind of machine).
+NODE_OBJECT_STORE_BYTES = 80 * 1024**2
 # How the smoke's pods are kept apart: "namespaces" (each its own network, /tmp and PIDs;
 # s43_ray.pods) or "folders" (one Ray node per folder on this machine's loopback).
 Isolation = Literal["namespaces", "folders"]
@@ -124,7 +127,10 @@ class SmokeReport:
 
 def compare(cfg: SmokeConfig, run_id: str, s3: Summary, assigned: Mapping[str, str],
              written: Mapping[str, str], killed: str | None, pod: Summary,
-             pod_written: Mapping[str, str]) -> SmokeReport:
+             pod_written: Mapping[str, str], *,
+             faults: Sequence[Mapping[str, Any]] = ()) -> SmokeReport:
+    """The smoke's verdict. ``killed``: the node lost mid-write (killed or cut off), None when
+    no node fault struck; ``faults``: what the pods' driver did, each marked ``struck``."""
     by_node: dict[str, int] = {}
     for node in written.values():
         by_node[node] = by_node.get(node, 0) + 1
@@ -150,7 +156,12 @@ def compare(cfg: SmokeConfig, run_id: str, s3: Summary, assigned: Mapping[str, s
         problems.append(f"the pod-local gate reported missing {pod.missing[:10]}; expected "
                         f"exactly the {len(pod_foreign)} members other nodes wrote")
     if (cfg.kill_node or cfg.partition_node) and killed is None:
-        problems.append("no node was lost: every member finished before the fault")
+        problems.append("no node was lost: every member finished before the fault, or the "
+                        "node lived on")
+    if cfg.partition_store_s > 0 and not any(f.get("role") == "store" and f.get("struck")
+                                             for f in faults):
+        problems.append("the store was never cut and healed: every member finished before "
+                        "the fault")
     rescheduled = sorted(m for m, node in written.items() if killed and assigned[m] == killed
                          and node != killed)
     if problems:
@@ -174,5 +185,5 @@ def compare(cfg: SmokeConfig, run_id: str, s3: Summary, assigned: Mapping[str, s
         pod_local={"status": pod.status, "cohort_count": pod.cohort_count,
                    "expected": pod.expected, "missing": pod.missing,
                    "gate_node": pod_gate, "reason": pod.reason},
-        killed_node=killed, rescheduled=rescheduled,
+        killed_node=killed, rescheduled=rescheduled, faults=[dict(f) for f in faults],
         infra_error=s3.exit_code == EXIT_UNREACHABLE)

@@ -37,6 +37,7 @@ from .pipeline import add_pipeline_parsers, cmd_gate, cmd_run, cmd_smoke
 from .store_args import open_config, store_target
 
 log = logging.getLogger("s43_ray.cli")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 DESCRIPTION = ("Move per-member prediction arrays between Ray workers through S3, by reference, "
                "and prove that the whole cohort arrived.")
@@ -97,12 +98,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         return _fail(argparse.Namespace(json=wants_json, command=command), out, err,
                      exc.exit_code, "usage", str(exc), None)
     on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminated) if on_main else None
+    # SIGTERM (a pod stopped, `kill`) and SIGHUP (the terminal or ssh session gone) clean up
+    # like Ctrl-C: the embedded server, a local cluster, the smoke's pods.
+    previous = {sig: signal.signal(sig, _terminated) for sig in STOP_SIGNALS} if on_main else {}
     try:
         return _main(args, env, out, err)
     finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _main(args: argparse.Namespace, env: EnvDefaults, out: TextIO, err: TextIO) -> int:

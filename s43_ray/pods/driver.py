@@ -30,14 +30,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .. import events as ev
+from ..cluster import node_affinity
 from ..config import FileStoreConfig, Secret, StoreConfig
 from ..driver import RunConfig, run_cohort
-from ..errors import EXIT_UNREACHABLE, StoreUnreachable
+from ..errors import EXIT_UNREACHABLE, ClusterError, S43Error, StoreUnreachable
 from ..predict import DEFAULT_PREDICTOR
-from ..smoke_report import SmokeConfig, compare
+from ..smoke_report import SmokeConfig, SmokeReport, compare
 from ..stores.s3_admin import S3BucketAdmin
 from ..summary import Summary
 from ..task import PersistOutcome, PredictionRef
@@ -46,6 +46,10 @@ STORE_WAIT_S = 60.0  # the store pod's server starts in about a second
 NODES_WAIT_S = 120.0  # worker pods join the head in a few seconds each
 # The pod-local store is each pod's own /tmp, literally, as the old pipeline wrote it.
 POD_TMP = "/tmp"
+# Past the store's cut, how long to wait for its link to come back before giving up.
+HEAL_WAIT_S = 30.0
+# How long Ray may take to see a node it lost as dead (health checks: about 11 s).
+NODE_DEATH_WAIT_S = 60.0
 # A line on stderr asking the host to kill a pod (the relay acts on it, never prints it).
 KILL_MARK = "s43-pods: kill"
 
@@ -78,37 +82,42 @@ class DriverSpec:
 
 @dataclass
 class Faults:
-    """Cuts links once the first member is in; records what it did and when."""
+    """Strikes once a member is in and the victim still has members to write; records what it
+    did, when, and whether it took (a node cut or killed is seen dead by Ray)."""
 
     spec: DriverSpec
     t0: float
-    victim_role: str | None = None  # the worker pod to cut (partition_node) or kill (kill_node)
+    assigned: Mapping[str, str]  # member -> the node it was given to
+    victim: str | None = None  # the worker node to cut (partition_node) or kill (kill_node)
+    victim_role: str = ""
     kill: bool = False
     store_s: float = 0.0
     done: list[dict[str, Any]] = field(default_factory=list)
     _armed: bool = True
+    _cut_store: bool = False
     _healed: threading.Event = field(default_factory=threading.Event)
 
-    def on_first_member(self) -> None:
+    def on_member(self, written: Mapping[str, str]) -> None:
         if not self._armed:
             return
+        if self.victim and not any(self.assigned[m] == self.victim and m not in written
+                                   for m in self.assigned):
+            return  # the victim has nothing left to do: striking it now would prove nothing
         self._armed = False
-        if self.victim_role and self.kill:
+        if self.victim and self.kill:
             # The host kills the pod's processes (a pod cannot see another's).
             print(f"{KILL_MARK} {self.victim_role}", file=sys.stderr, flush=True)
-            self.done.append({"what": f"kill worker pod {self.victim_role}",
-                              "role": self.victim_role,
-                              "at_s": round(time.monotonic() - self.t0, 2)})
-        elif self.victim_role:
-            self._cut(self.victim_role, f"partition worker pod {self.victim_role}")
+            self._record(f"kill worker pod {self.victim_role}", self.victim_role)
+        elif self.victim:
+            _link(self.spec.bridge_ns, self.spec.links[self.victim_role], "down")
+            self._record(f"partition worker pod {self.victim_role}", self.victim_role)
         if self.store_s > 0:
-            fault = self._cut(self.spec.store_role, f"partition store for {self.store_s:g}s")
+            _link(self.spec.bridge_ns, self.spec.links[self.spec.store_role], "down")
+            self._cut_store = True
+            fault = self._record(f"partition store for {self.store_s:g}s", self.spec.store_role)
             threading.Thread(target=self._heal_later, args=(fault,), daemon=True).start()
-        else:
-            self._healed.set()
 
-    def _cut(self, role: str, what: str) -> dict[str, Any]:
-        _link(self.spec.bridge_ns, self.spec.links[role], "down")
+    def _record(self, what: str, role: str) -> dict[str, Any]:
         fault = {"what": what, "role": role, "at_s": round(time.monotonic() - self.t0, 2)}
         self.done.append(fault)
         return fault
@@ -119,13 +128,33 @@ class Faults:
         fault["healed_s"] = round(time.monotonic() - self.t0, 2)
         self._healed.set()
 
-    def wait_healed(self) -> None:
-        self._healed.wait()
+    def wait_healed(self) -> bool:
+        """Wait for the store's link to be back; False when it was never cut."""
+        return self._cut_store and self._healed.wait(self.store_s + HEAL_WAIT_S)
+
+    def confirm(self) -> None:
+        """Mark each node fault that Ray saw take (the node dead); a fault that did not is
+        reported as not struck, and fails the smoke."""
+        for fault in self.done:
+            if fault["role"] == self.victim_role:
+                fault["struck"] = _node_dead(self.victim or "")
+            elif fault["role"] == self.spec.store_role:
+                fault["struck"] = "healed_s" in fault
 
 
 def _link(bridge_ns: str, link: str, state: str) -> None:
     subprocess.run(["ip", "-n", bridge_ns, "link", "set", link, state], check=True,
                    capture_output=True, timeout=30)
+
+
+def _node_dead(node_id: str) -> bool:
+    deadline = time.monotonic() + NODE_DEATH_WAIT_S
+    while time.monotonic() < deadline:
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        if not any(n["NodeID"] == node_id and n["Alive"] for n in nodes):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _wait_for_store(cfg: StoreConfig, bucket: str) -> None:
@@ -150,13 +179,13 @@ def _wait_for_nodes(addresses: Mapping[str, str]) -> dict[str, str]:
         if wanted <= set(alive):
             return {a: alive[a] for a in wanted}
         if time.monotonic() > deadline:
-            raise StoreUnreachable(f"worker pods {sorted(wanted - set(alive))} did not join "
-                                   f"the Ray head within {NODES_WAIT_S:.0f}s")
+            raise ClusterError(f"worker pods {sorted(wanted - set(alive))} did not join the "
+                               f"Ray head within {NODES_WAIT_S:.0f}s")
         time.sleep(0.2)
 
 
-def _affinity(node_id: str, *, soft: bool) -> dict[str, Any]:
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=soft)}
+def round_robin(members: list[str], nodes: list[str]) -> dict[str, str]:
+    return {m: nodes[i % len(nodes)] for i, m in enumerate(members)}
 
 
 def _run(spec: DriverSpec, cfg: SmokeConfig, run_id: str, store: StoreConfig | FileStoreConfig,
@@ -165,26 +194,39 @@ def _run(spec: DriverSpec, cfg: SmokeConfig, run_id: str, store: StoreConfig | F
     """One cohort over the worker pods: members round-robin (soft affinity, so Ray may re-run
     them elsewhere), the gate pinned to the first worker pod."""
     members = tuple(spec.members)
-    assigned = {m: nodes[i % len(nodes)] for i, m in enumerate(members)}
+    assigned = round_robin(spec.members, nodes)
     written = written if written is not None else {}
 
     def on_outcome(member: str, outcome: PersistOutcome) -> None:
         if isinstance(outcome, PredictionRef):
             written[member] = outcome.node_id
             if faults is not None:
-                faults.on_first_member()
+                faults.on_member(written)
 
     run_cfg = RunConfig(
         run_id=run_id, members=members, rows=cfg.rows, codec=cfg.codec, predictor=predictor,
         address=spec.head_address, resume=resume,
-        member_options=lambda m: _affinity(assigned[m], soft=True),
-        gate_options=_affinity(nodes[0], soft=False), on_outcome=on_outcome,
+        member_options=lambda m: node_affinity(assigned[m], soft=True),
+        gate_options=node_affinity(nodes[0], soft=False), on_outcome=on_outcome,
         stall_timeout=120.0, gate_timeout=300.0)
     return run_cohort(run_cfg, store, events.for_run(run_id))
 
 
 def main() -> int:
+    """The smoke's two runs; the report (or the error, one line, with its class and exit code)
+    as JSON on the last line of stdout."""
     spec = DriverSpec(**json.loads(sys.stdin.read()))
+    try:
+        report = _smoke(spec)
+    except S43Error as exc:
+        print(json.dumps({"error": str(exc).splitlines()[0], "error_class": exc.error_class,
+                          "exit_code": exc.exit_code}))
+        return exc.exit_code
+    print(json.dumps(asdict(report)))
+    return 0
+
+
+def _smoke(spec: DriverSpec) -> SmokeReport:
     cfg = SmokeConfig(**spec.smoke)
     events = ev.EventLog(sys.stderr, run_id=spec.run_id,
                          min_severity=cast(ev.Severity, spec.events))
@@ -197,34 +239,37 @@ def main() -> int:
         roles = {by_address[a]: r for r, a in spec.workers.items()}
         nodes = [by_address[spec.workers[r]] for r in sorted(spec.workers)]
         victim = nodes[-1] if cfg.partition_node or cfg.kill_node else None
-        faults = Faults(spec, t0, victim_role=roles[victim] if victim else None,
-                        kill=cfg.kill_node, store_s=cfg.partition_store_s)
+        assigned = round_robin(spec.members, nodes)
+        faults = Faults(spec, t0, assigned, victim=victim,
+                        victim_role=roles[victim] if victim else "", kill=cfg.kill_node,
+                        store_s=cfg.partition_store_s)
         predictor = f"{SmokeConfig.__module__}:slow_predictor" if cfg.faulty else \
             DEFAULT_PREDICTOR
-        assigned = {m: nodes[i % len(nodes)] for i, m in enumerate(spec.members)}
         written: dict[str, str] = {}
         s3 = _run(spec, cfg, spec.run_id, store, nodes, events, predictor=predictor,
                   faults=faults if cfg.faulty else None, written=written)
         resumed = False
-        if s3.exit_code == EXIT_UNREACHABLE and cfg.partition_store_s > 0:
-            faults.wait_healed()  # the operator's move: once the store is back, --resume
+        if s3.exit_code == EXIT_UNREACHABLE and faults.wait_healed():
+            # The operator's move: once the store is back, --resume.
             s3 = _run(spec, cfg, spec.run_id, store, nodes, events, predictor=predictor,
                       resume=True, written=written)
             resumed = True
+        faults.confirm()
+        lost = victim if any(f["role"] == faults.victim_role and f["struck"]
+                             for f in faults.done) else None
         pod_written: dict[str, str] = {}
         pod = _run(spec, cfg, f"{spec.run_id}__pod-local", FileStoreConfig(root=POD_TMP),
                    [n for n in nodes if n != victim], events, predictor=DEFAULT_PREDICTOR,
                    written=pod_written)
-        report = compare(cfg, spec.run_id, s3, assigned, written, victim, pod, pod_written)
+        report = compare(cfg, spec.run_id, s3, assigned, written, lost, pod, pod_written,
+                         faults=faults.done)
         report.isolation = "namespaces"
         report.addresses = {node: addr for addr, node in by_address.items()
                             if node in report.members_by_node}
-        report.faults = faults.done
         report.resumed = resumed
+        return report
     finally:
         ray.shutdown()
-    print(json.dumps(asdict(report)))
-    return 0
 
 
 if __name__ == "__main__":

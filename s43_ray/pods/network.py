@@ -1,14 +1,20 @@
 """Pods on one machine, without containers: each pod is a network namespace, a mount namespace
-with a private tmpfs on ``/tmp``, and a PID namespace whose first process (the pause process,
-as in Kubernetes) holds them. One bridge, in a namespace of its own, joins the pods' ``veth``
-links; addresses come from 198.18.0.0/24 (RFC 2544, reserved for tests) and no pod has a default
-route: nothing can leave the machine, and no address outside these namespaces is ever used.
+with private tmpfs on ``/tmp`` and ``/dev/shm`` (Ray's object store), and a PID namespace whose
+first process (the pause process, as in Kubernetes) holds them. The rest of the filesystem is
+the host's, read and written alike: a pod is a network and a ``/tmp`` of its own, not a jail.
+One bridge, in a namespace of its own, joins the pods' ``veth`` links; addresses come from
+198.18.0.0/24 (RFC 2544, reserved for tests) and no pod has a default route: nothing can leave
+the machine, and no address outside these namespaces is ever used.
 
-Everything is torn down by :meth:`PodNetwork.close` (the ``with`` block's end, Ctrl-C): each
+Everything is torn down by :meth:`PodNetwork.close` (the ``with`` block's end, Ctrl-C, with
+further signals held until it is done): each
 pod's pause process is killed by its PID, which takes every process of its PID namespace (and
 the mounts only they held) with it; then the namespaces are deleted, and their links with them.
 A crash leaves namespaces behind, never processes (the pause processes die with their parent);
-the next :class:`PodNetwork` removes what a dead owner left (:func:`sweep_stale`).
+the next :class:`PodNetwork` removes what a dead owner left (:func:`sweep_stale`). A network's
+owner holds a lock on its state file while it lives (``/run/s43-pods/<tag>.lock``); the sweep
+takes only what nobody holds, so it never touches a live network and always finds a dead one,
+whatever happened to the owner's PID since.
 
 Needs root, ``ip`` (iproute2) and util-linux (``unshare``, ``nsenter``): :func:`unavailable`
 says what is missing.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import ipaddress
 import logging
 import os
@@ -26,7 +33,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -38,11 +45,18 @@ log = logging.getLogger("s43_ray.pods")
 
 SUBNET = ipaddress.ip_network("198.18.0.0/24")  # RFC 2544: benchmarking, never routed
 NS_PREFIX = "s43p-"  # every namespace this module makes; the sweep touches no other
-STATE_DIR = Path("/run/s43-pods")  # <tag> -> the owner's PID, for the sweep
-TMPFS_SIZE = "1g"  # each pod's /tmp (RAM-backed: only what is written counts)
+STATE_DIR = Path("/run/s43-pods")  # <tag>.lock (held by the owner) and <tag>/ (its files)
+TMPFS_SIZE = "1g"  # each pod's /tmp and /dev/shm (RAM-backed: only what is written counts)
+# The pause process: private tmpfs on /tmp and /dev/shm, then "ready", then nothing, forever.
+_PAUSE = (f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /tmp && "
+          f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /dev/shm && "
+          "echo ready && exec sleep infinity")
 START_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 _TOOLS = ("ip", "unshare", "nsenter")
+# A pod's namespaces besides the network: PIDs (its first process takes the rest with it) and
+# mounts (private, so its tmpfs mounts are nobody else's).
+_HOLD = ("unshare", "--pid", "--kill-child", "--mount-proc", "--propagation", "private")
 
 
 def unavailable() -> str:
@@ -59,6 +73,12 @@ def unavailable() -> str:
         _ip("-n", probe, "link", "add", "s43probe0", "type", "veth", "peer", "name",
             "s43probe1")
         _ip("-n", probe, "link", "add", "s43probebr", "type", "bridge")
+        pause = subprocess.run(["ip", "netns", "exec", probe, *_HOLD, "sh", "-c",
+                                _PAUSE.replace("exec sleep infinity", "true")],
+                               capture_output=True, text=True, timeout=30)
+        if pause.returncode != 0 or "ready" not in pause.stdout:
+            return ("the kernel refused a pod's PID or mount namespace: "
+                    f"{pause.stderr.strip() or pause.returncode}")
     except ClusterError as exc:
         return f"the kernel refused a pod network: {exc}"
     finally:
@@ -122,6 +142,13 @@ class PodNetwork:
             self.pods[role] = Pod(role, f"{NS_PREFIX}{self.tag}-{i}", str(next(hosts)),
                                   f"s43{self.tag}v{i}")
         self._made: list[str] = []
+        self._lock: IO[str] | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        """Files of this network's processes (logs, the store's data): host paths the pods
+        see, removed with the network, and by the sweep after a crash."""
+        return STATE_DIR / self.tag
 
     def __enter__(self) -> PodNetwork:
         try:
@@ -139,7 +166,11 @@ class PodNetwork:
     def open(self) -> None:
         sweep_stale()
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        (STATE_DIR / self.tag).write_text(f"{os.getpid()}\n")
+        self._lock = open(STATE_DIR / f"{self.tag}.lock", "w")  # noqa: SIM115 - held till close
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._lock.write(f"{os.getpid()}\n")
+        self._lock.flush()
+        self.work_dir.mkdir(mode=0o700)
         self._netns(self.bridge_ns)
         _ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
@@ -163,22 +194,18 @@ class PodNetwork:
     def _hold(self, pod: Pod) -> None:
         """The pause process: a new PID and mount namespace, a private tmpfs on /tmp."""
         pod.holder = subprocess.Popen(
-            ["ip", "netns", "exec", pod.netns, "unshare", "--pid", "--kill-child",
-             "--mount-proc", "--propagation", "private", "sh", "-c",
-             f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /tmp && exec sleep infinity"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            ["ip", "netns", "exec", pod.netns, *_HOLD, "sh", "-c", _PAUSE],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if pod.holder.poll() is not None:
-                err = pod.holder.stderr.read().decode() if pod.holder.stderr else ""
-                raise ClusterError(f"pod {pod.name} could not be made: {err.strip()}")
-            child = _children(pod.holder.pid)
-            if child and _has_private_tmp(child[0]):
-                pod.pause_pid = child[0]
-                return
-            time.sleep(0.02)
-        raise ClusterError(f"pod {pod.name} was not ready within {START_TIMEOUT_S:.0f}s")
+        assert pod.holder.stdout is not None
+        ready = _line_within(pod.holder.stdout, START_TIMEOUT_S)
+        child = _children(pod.holder.pid)
+        if ready != b"ready\n" or not child:
+            pod.holder.kill()
+            err = pod.holder.stderr.read().decode() if pod.holder.stderr else ""
+            why = err.strip() or f"not ready within {START_TIMEOUT_S:.0f}s"
+            raise ClusterError(f"pod {pod.name} could not be made: {why}")
+        pod.pause_pid = child[0]
 
     # -- faults ------------------------------------------------------------------------------
     def partition(self, role: str) -> None:
@@ -190,30 +217,61 @@ class PodNetwork:
         _ip("-n", self.bridge_ns, "link", "set", self.pods[role].link, "up")
 
     def kill(self, role: str) -> None:
-        """Kill every process of the pod (its pause process, PID 1 of its namespace)."""
-        _kill(self.pods[role].pause_pid)
+        """Kill every process of the pod (its pause process, PID 1 of its namespace). Once:
+        the PID is forgotten, so it is never signalled again after it may have been reused."""
+        pod = self.pods[role]
+        pid, pod.pause_pid = pod.pause_pid, 0
+        if pid:
+            _kill(pid)
 
     # -- tearing it down ---------------------------------------------------------------------
     def close(self) -> None:
-        for pod in self.pods.values():
-            if pod.pause_pid:
-                _kill(pod.pause_pid)
-            for proc in [*pod.processes, *([pod.holder] if pod.holder else [])]:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(5)
-                if proc.stderr:
-                    proc.stderr.close()
-        for name in reversed(self._made):
-            _delete_netns(name)
-        self._made.clear()
-        with contextlib.suppress(FileNotFoundError):
-            (STATE_DIR / self.tag).unlink()
+        """Tear everything down; Ctrl-C or SIGTERM meanwhile wait until it is done."""
+        with _signals_held():
+            for role in self.pods:
+                self.kill(role)
+            for pod in self.pods.values():
+                for proc in [*pod.processes, *([pod.holder] if pod.holder else [])]:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(5)
+                    for stream in (proc.stdout, proc.stderr):
+                        if stream:
+                            stream.close()
+            for name in reversed(self._made):
+                _delete_netns(name)
+            self._made.clear()
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            if self._lock is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    (STATE_DIR / f"{self.tag}.lock").unlink()
+                self._lock.close()  # releases the lock
+                self._lock = None
 
     def leftovers(self) -> list[str]:
         """What of this network still exists (namespaces); [] after :meth:`close`."""
         return [n for n in list_netns() if n.startswith(f"{NS_PREFIX}{self.tag}-")]
+
+
+def _line_within(stream: IO[bytes], seconds: float) -> bytes:
+    """One line from ``stream``, or b"" when none came within ``seconds``."""
+    import select
+
+    readable, _, _ = select.select([stream], [], [], seconds)
+    return stream.readline() if readable else b""
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP are held (delivered after the block), so that a second
+    Ctrl-C cannot leave half a teardown behind."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _children(pid: int) -> list[int]:
@@ -222,14 +280,6 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
-
-
-def _has_private_tmp(pid: int) -> bool:
-    try:
-        mounts = Path(f"/proc/{pid}/mounts").read_text()
-    except OSError:
-        return False
-    return any(line.split()[1:3] == ["/tmp", "tmpfs"] for line in mounts.splitlines())
 
 
 def _kill(pid: int) -> None:
@@ -259,25 +309,53 @@ def list_netns() -> list[str]:
 
 
 def sweep_stale() -> list[str]:
-    """Delete the namespaces of pod networks whose owner is gone (a crash, a SIGKILL); a live
-    owner's are left alone. Returns what was removed."""
-    removed = []
+    """Delete what pod networks whose owner is gone left (namespaces, files): a crash, a
+    SIGKILL, a lost terminal. A live owner holds its lock, and its network is left alone.
+    Returns the namespaces removed."""
+    removed: list[str] = []
+    tags: dict[str, list[str]] = {}
     for name in list_netns():
-        if not name.startswith(NS_PREFIX) or name.startswith(f"{NS_PREFIX}probe"):
-            continue
-        tag = name[len(NS_PREFIX):].split("-", 1)[0]
-        state = STATE_DIR / tag
-        try:
-            owner = int(state.read_text().strip())
-            os.kill(owner, 0)
-            continue  # its owner is alive
-        except (OSError, ValueError):
-            pass
-        _delete_netns(name)
-        removed.append(name)
-        with contextlib.suppress(FileNotFoundError):
-            state.unlink()
+        if name.startswith(f"{NS_PREFIX}probe"):
+            pid = name[len(f"{NS_PREFIX}probe"):]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                _delete_netns(name)
+                removed.append(name)
+        elif name.startswith(NS_PREFIX):
+            tags.setdefault(name[len(NS_PREFIX):].split("-", 1)[0], []).append(name)
+    if STATE_DIR.is_dir():
+        for entry in STATE_DIR.iterdir():
+            tags.setdefault(entry.name.removesuffix(".lock"), [])
+    for tag, names in tags.items():
+        with _owner_gone(tag) as gone:
+            if not gone:
+                continue
+            for name in names:
+                _delete_netns(name)
+            removed.extend(names)
+            shutil.rmtree(STATE_DIR / tag, ignore_errors=True)
     if removed:
-        log.warning("pods: removed %d namespace(s) a dead smoke left behind: %s", len(removed),
-                    ", ".join(removed))
+        log.warning("removed %d namespace(s) a dead smoke left behind: %s", len(removed),
+                    ", ".join(sorted(removed)))
     return removed
+
+
+@contextlib.contextmanager
+def _owner_gone(tag: str) -> Iterator[bool]:
+    """True, holding the network's lock, when its owner is gone; False when it lives."""
+    path = STATE_DIR / f"{tag}.lock"
+    try:
+        fh = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield True  # no lock file: an owner that died before taking it, or after cleaning up
+        return
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    finally:
+        fh.close()
