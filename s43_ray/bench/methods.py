@@ -34,10 +34,11 @@ import numpy as np
 
 from .. import codec as codecs
 from ..codec import Codec
-from ..config import StoreConfig
+from ..config import ENV_REGION, StoreConfig
 from ..keys import RunLayout
 from ..predict import default_predictor
 from ..stores.s3 import S3Store, client_for
+from ..stores.s3_settings import DEFAULT_REGION
 from ..task import PredictionRef, TaskSpec, persist_member
 from ..verify import Expectation, verify_member
 from .timing import Op
@@ -122,7 +123,7 @@ class Env:
             env["AWS_ACCESS_KEY_ID"] = self.cfg.access_key_id.value
             env["AWS_SECRET_ACCESS_KEY"] = self.cfg.secret_access_key.value
             env.pop("AWS_SESSION_TOKEN", None)
-        env["AWS_REGION"] = self.cfg.region or env.get("AWS_REGION") or "us-east-1"
+        env[ENV_REGION] = self.cfg.region or env.get(ENV_REGION) or DEFAULT_REGION
         self.s5cmd_env = env
 
     def _setup_obstore(self) -> None:

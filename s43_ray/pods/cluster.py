@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from ..config import ENV_ADDRESS
 from ..errors import ClusterError, S43Error
 from ..keys import DEFAULT_PREFIX
 from ..smoke_report import NODE_OBJECT_STORE_BYTES, SmokeConfig, SmokeReport
@@ -82,7 +83,7 @@ def pod_environment(token: str) -> dict[str, str]:
 
 # Host settings that would break a pod: a shared temp dir, proxies it cannot reach.
 _HOST_ONLY = frozenset({"RAY_TMPDIR", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                        "http_proxy", "https_proxy", "all_proxy", "RAY_ADDRESS"})
+                        "http_proxy", "https_proxy", "all_proxy", ENV_ADDRESS})
 
 
 def _smoke(net: PodNetwork, cfg: SmokeConfig, run_id: str, members: list[str], ray: str,

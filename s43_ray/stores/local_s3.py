@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..config import Secret, StoreConfig
+from ..config import ENV_LOCAL_DIR, Secret, StoreConfig
 from ..errors import ClusterError, InputError, StoreUnreachable
 from ..keys import DEFAULT_PREFIX
 
@@ -137,7 +137,7 @@ class LocalS3:
             self._lock_file = None
             raise ClusterError(f"embedded S3 data folder {self.data_dir} is in use by another "
                                f"s43-ray (pid {holder}); expected a free folder "
-                               "(--local-dir or S43_LOCAL_S3_DIR)") from exc
+                               f"(--local-dir or {ENV_LOCAL_DIR})") from exc
         self._lock_file.seek(0)
         self._lock_file.truncate()
         self._lock_file.write(f"{os.getpid()}\n")

@@ -10,6 +10,7 @@ client that saw it.
 
 from __future__ import annotations
 
+from ..config import ENV_SSE_C_KEY
 from ..errors import (
     AccessDenied,
     NoSuchBucket,
@@ -89,7 +90,7 @@ def sse_read_error(code: str, message: str, *, op: str, where: str, sse: str
     if sse != "sse-c" and ("customer key" in message.lower() or (op == "HEAD"
                                                                   and code == "400")):
         return SseKeyRequired(f"{where}: the object is encrypted with a customer key (SSE-C); "
-                              "expected --sse sse-c with S43_SSE_C_KEY or --sse-c-key-file")
+                              f"expected --sse sse-c with {ENV_SSE_C_KEY} or --sse-c-key-file")
     if sse == "sse-c" and code in {"403", "AccessDenied"}:
         return AccessDenied(f"{where}: access denied ({code}): not allowed, or the object was "
                             "written with another SSE-C key")
