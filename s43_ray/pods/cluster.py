@@ -56,7 +56,7 @@ def run_in_pods(cfg: SmokeConfig, run_id: str, members: list[str], *, err: TextI
     it raises, the pods' logs are kept and the error names where."""
     ray = str(Path(sys.executable).parent / "ray")
     env = pod_environment(secrets.token_hex(32))
-    with PodNetwork(roles(cfg.nodes)) as net:
+    with PodNetwork(roles(cfg.nodes), shared=code_under_tmp()) as net:
         try:
             record = _smoke(net, cfg, run_id, members, ray, env, err, events_level)
         except S43Error as exc:
@@ -69,6 +69,21 @@ def run_in_pods(cfg: SmokeConfig, run_id: str, members: list[str], *, err: TextI
     if leftovers:
         raise ClusterError(f"pods left behind after the smoke: {leftovers}")
     return SmokeReport(**record)
+
+
+def code_under_tmp() -> list[str]:
+    """The host folders under /tmp that the pods' processes run from (a checkout or a venv
+    there, as CI has): the first folder below /tmp of this interpreter, of each import path,
+    and of this package. The pods see them read-only; the rest of /tmp is each pod's own."""
+    import s43_ray
+
+    paths = [sys.prefix, os.path.dirname(os.path.dirname(s43_ray.__file__)), *sys.path]
+    tops = set()
+    for path in paths:
+        parts = Path(os.path.realpath(path or ".")).parts
+        if len(parts) > 2 and parts[:2] == ("/", "tmp"):
+            tops.add(str(Path(*parts[:3])))
+    return sorted(tops)
 
 
 def pod_environment(token: str) -> dict[str, str]:

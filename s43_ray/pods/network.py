@@ -29,6 +29,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -47,10 +48,27 @@ SUBNET = ipaddress.ip_network("198.18.0.0/24")  # RFC 2544: benchmarking, never 
 NS_PREFIX = "s43p-"  # every namespace this module makes; the sweep touches no other
 STATE_DIR = Path("/run/s43-pods")  # <tag>.lock (held by the owner) and <tag>/ (its files)
 TMPFS_SIZE = "1g"  # each pod's /tmp and /dev/shm (RAM-backed: only what is written counts)
-# The pause process: private tmpfs on /tmp and /dev/shm, then "ready", then nothing, forever.
-_PAUSE = (f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /tmp && "
-          f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /dev/shm && "
-          "echo ready && exec sleep infinity")
+
+
+def _pause_script(shared: Sequence[str] = (), stash: str = "") -> str:
+    """The pause process: private tmpfs on /tmp and /dev/shm, the ``shared`` host folders
+    under /tmp bound back read-only (the code and its interpreter, when they live there, which
+    the pod must run), then "ready", then nothing, forever. ``stash``: an empty host folder
+    outside /tmp where the host's /tmp is held while they are bound."""
+    steps = []
+    if shared:
+        steps.append(f"mount --bind /tmp {shlex.quote(stash)}")
+    steps.append(f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /tmp")
+    for path in shared:
+        inner = shlex.quote(os.path.join(stash, os.path.relpath(path, "/tmp")))
+        steps += [f"mkdir -p {shlex.quote(path)}",
+                  f"mount --bind {inner} {shlex.quote(path)}",
+                  f"mount -o remount,bind,ro {shlex.quote(path)}"]
+    if shared:
+        steps.append(f"umount -l {shlex.quote(stash)}")
+    steps += [f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /dev/shm", "echo ready",
+              "exec sleep infinity"]
+    return " && ".join(steps)
 START_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 _TOOLS = ("ip", "unshare", "nsenter")
@@ -74,7 +92,7 @@ def unavailable() -> str:
             "s43probe1")
         _ip("-n", probe, "link", "add", "s43probebr", "type", "bridge")
         pause = subprocess.run(["ip", "netns", "exec", probe, *_HOLD, "sh", "-c",
-                                _PAUSE.replace("exec sleep infinity", "true")],
+                                _pause_script().replace("exec sleep infinity", "true")],
                                capture_output=True, text=True, timeout=30)
         if pause.returncode != 0 or "ready" not in pause.stdout:
             return ("the kernel refused a pod's PID or mount namespace: "
@@ -130,7 +148,9 @@ class Pod:
 class PodNetwork:
     """``with PodNetwork(["store", "head", "worker-1", ...]) as net: net.pods["head"]``."""
 
-    def __init__(self, roles: Sequence[str]) -> None:
+    def __init__(self, roles: Sequence[str], *, shared: Sequence[str] = ()) -> None:
+        """``shared``: host folders under /tmp every pod must see (read-only), e.g. a checkout
+        and its venv there; everything else of the host's /tmp stays the host's."""
         if len(set(roles)) != len(roles) or len(roles) > SUBNET.num_addresses - 3:
             raise ValueError(f"pod roles {list(roles)} must be unique and fit {SUBNET}")
         self.tag = secrets.token_hex(3)
@@ -143,6 +163,7 @@ class PodNetwork:
                                   f"s43{self.tag}v{i}")
         self._made: list[str] = []
         self._lock: IO[str] | None = None
+        self.shared = sorted({p for p in shared if p.startswith("/tmp/")})
 
     @property
     def work_dir(self) -> Path:
@@ -176,6 +197,8 @@ class PodNetwork:
         _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
         for pod in self.pods.values():
             self._netns(pod.netns)
+            if self.shared:
+                (self.work_dir / f"host-tmp-{pod.name}").mkdir()
             peer = f"{pod.link}p"
             _ip("-n", self.bridge_ns, "link", "add", pod.link, "type", "veth", "peer", "name",
                 peer, "netns", pod.netns)
@@ -194,7 +217,8 @@ class PodNetwork:
     def _hold(self, pod: Pod) -> None:
         """The pause process: a new PID and mount namespace, a private tmpfs on /tmp."""
         pod.holder = subprocess.Popen(
-            ["ip", "netns", "exec", pod.netns, *_HOLD, "sh", "-c", _PAUSE],
+            ["ip", "netns", "exec", pod.netns, *_HOLD, "sh", "-c",
+             _pause_script(self.shared, str(self.work_dir / f"host-tmp-{pod.name}"))],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent)
         assert pod.holder.stdout is not None
