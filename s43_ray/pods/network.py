@@ -50,7 +50,7 @@ STATE_DIR = Path("/run/s43-pods")  # <tag>.lock (held by the owner) and <tag>/ (
 TMPFS_SIZE = "1g"  # each pod's /tmp and /dev/shm (RAM-backed: only what is written counts)
 
 
-def _pause_script(shared: Sequence[str] = (), stash: str = "") -> str:
+def pause_script(shared: Sequence[str] = (), stash: str = "") -> str:
     """The pause process: private tmpfs on /tmp and /dev/shm, the ``shared`` host folders
     under /tmp bound back read-only (the code and its interpreter, when they live there, which
     the pod must run), then "ready", then nothing, forever. ``stash``: an empty host folder
@@ -92,7 +92,7 @@ def unavailable() -> str:
             "s43probe1")
         _ip("-n", probe, "link", "add", "s43probebr", "type", "bridge")
         pause = subprocess.run(["ip", "netns", "exec", probe, *_HOLD, "sh", "-c",
-                                _pause_script().replace("exec sleep infinity", "true")],
+                                pause_script().replace("exec sleep infinity", "true")],
                                capture_output=True, text=True, timeout=30)
         if pause.returncode != 0 or "ready" not in pause.stdout:
             return ("the kernel refused a pod's PID or mount namespace: "
@@ -218,7 +218,7 @@ class PodNetwork:
         """The pause process: a new PID and mount namespace, a private tmpfs on /tmp."""
         pod.holder = subprocess.Popen(
             ["ip", "netns", "exec", pod.netns, *_HOLD, "sh", "-c",
-             _pause_script(self.shared, str(self.work_dir / f"host-tmp-{pod.name}"))],
+             pause_script(self.shared, str(self.work_dir / f"host-tmp-{pod.name}"))],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent)
         assert pod.holder.stdout is not None
