@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -71,13 +72,15 @@ def run_in_pods(cfg: SmokeConfig, run_id: str, members: list[str], *, err: TextI
     return SmokeReport(**record)
 
 
-def code_under_tmp() -> list[str]:
+def code_under_tmp(paths: Sequence[str] | None = None) -> list[str]:
     """The host folders under /tmp that the pods' processes run from (a checkout or a venv
-    there, as CI has): the first folder below /tmp of this interpreter, of each import path,
-    and of this package. The pods see them read-only; the rest of /tmp is each pod's own."""
-    import s43_ray
+    there, as CI has): the first folder below /tmp of each of ``paths`` (default: this
+    interpreter's prefix, this package's folder, every import path). The pods see them
+    read-only; the rest of /tmp is each pod's own."""
+    if paths is None:
+        import s43_ray
 
-    paths = [sys.prefix, os.path.dirname(os.path.dirname(s43_ray.__file__)), *sys.path]
+        paths = [sys.prefix, os.path.dirname(os.path.dirname(s43_ray.__file__)), *sys.path]
     tops = set()
     for path in paths:
         parts = Path(os.path.realpath(path or ".")).parts

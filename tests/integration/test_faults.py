@@ -102,11 +102,22 @@ def test_s3_outage_mid_run_fails_closed_then_resume_completes(own_server: dict[s
             assert event["attempts"] == 2
     if s["status"] == "failed":
         assert first.code == 3  # a store failure, not a verdict on the predictions
-    # Nothing counted that is not in the store and verified: an independent gate agrees.
+    # Nothing counted that is not in the store and verified: an independent gate finds every
+    # member the run counted. It may find more: when the circuit opened, a task cancelled
+    # after its PUT had landed leaves an object the run never counted (and no ledger, so the
+    # recheck cannot pass either).
     store = S3Store(restarted.store_config(prefix="outage"))
     recheck = run_subprocess(["gate", "--store", f"s3://{TEST_BUCKET}/outage",
                               "--endpoint-url", endpoint, "--run-id", "outage-1", "--json"])
-    assert recheck.summary["cohort_count"] == s["cohort_count"], recheck.stderr
+    rc = recheck.summary
+    members = set(member_names(16))
+    counted = members - set(s["missing"]) - set(s["invalid"])
+    present = members - set(rc["missing"]) - set(rc["invalid"])
+    assert counted <= present, recheck.stderr
+    if rc["basis"] == "ledger":
+        assert present == counted, recheck.stderr
+    else:
+        assert rc["status"] == "failed" and recheck.code == 1, recheck.stderr
     # --resume keeps what is good and computes only what is missing.
     out2, err2 = io.StringIO(), io.StringIO()
     code = main(["run", *args, "--resume", "--json"], stdout=out2, stderr=err2)
@@ -114,9 +125,9 @@ def test_s3_outage_mid_run_fails_closed_then_resume_completes(own_server: dict[s
     assert resumed.code == 0, resumed.stderr
     r = resumed.summary
     assert r["cohort_count"] == 16 and r["status"] == "passed"
-    assert r["reused"] == s["cohort_count"] and r["computed"] == 16 - s["cohort_count"]
+    assert r["reused"] == len(present) and r["computed"] == 16 - len(present)
     persisted = {e["member"] for e in resumed.named("s43_pred_persisted")}
-    assert persisted == set(s["missing"]) | set(s["invalid"])
+    assert persisted == members - present
     assert len(keys_under(store, "outage/outage-1/")) == 18
 
 

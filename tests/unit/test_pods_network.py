@@ -32,10 +32,10 @@ def test_only_folders_under_tmp_are_shared() -> None:
 
 
 def test_the_code_is_shared_only_when_it_lives_under_tmp(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster.sys, "prefix", "/tmp/ci/.venv")
-    monkeypatch.setattr(cluster.sys, "path", ["/tmp/ci", "/usr/lib/python3.11", ""])
     monkeypatch.chdir("/")
-    assert cluster.code_under_tmp() == ["/tmp/ci"]
+    assert cluster.code_under_tmp(["/tmp/ci/.venv", "/tmp/ci/s43_ray/..", "/usr/lib/python3.11",
+                                   "", "/tmp"]) == ["/tmp/ci"]
+    assert cluster.code_under_tmp(["/work/main", "/opt/venv"]) == []
 
 
 def test_pod_processes_get_their_own_tmpdir_no_proxy_and_the_token(
