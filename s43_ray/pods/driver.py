@@ -35,10 +35,10 @@ from .. import events as ev
 from ..cluster import node_affinity
 from ..config import FileStoreConfig, Secret, StoreConfig
 from ..driver import RunConfig, run_cohort
-from ..errors import EXIT_UNREACHABLE, ClusterError, S43Error, StoreUnreachable
+from ..errors import EXIT_UNREACHABLE, ClusterError, S43Error
 from ..predict import DEFAULT_PREDICTOR
 from ..smoke_report import SmokeConfig, SmokeReport, compare
-from ..stores.s3_admin import S3BucketAdmin
+from ..stores.local_s3 import create_bucket_when_up
 from ..summary import Summary
 from ..task import PersistOutcome, PredictionRef
 
@@ -157,18 +157,6 @@ def _node_dead(node_id: str) -> bool:
     return False
 
 
-def _wait_for_store(cfg: StoreConfig, bucket: str) -> None:
-    deadline = time.monotonic() + STORE_WAIT_S
-    while True:
-        try:
-            S3BucketAdmin(cfg).create_bucket(bucket)
-            return
-        except StoreUnreachable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def _wait_for_nodes(addresses: Mapping[str, str]) -> dict[str, str]:
     """Every worker pod's node, alive: its address -> its node id."""
     deadline = time.monotonic() + NODES_WAIT_S
@@ -190,11 +178,12 @@ def round_robin(members: list[str], nodes: list[str]) -> dict[str, str]:
 
 def _run(spec: DriverSpec, cfg: SmokeConfig, run_id: str, store: StoreConfig | FileStoreConfig,
          nodes: list[str], events: ev.EventLog, *, predictor: str, resume: bool = False,
-         faults: Faults | None = None, written: dict[str, str] | None = None) -> Summary:
-    """One cohort over the worker pods: members round-robin (soft affinity, so Ray may re-run
-    them elsewhere), the gate pinned to the first worker pod."""
+         faults: Faults | None = None, written: dict[str, str] | None = None,
+         assigned: Mapping[str, str] | None = None) -> Summary:
+    """One cohort over the worker pods: members round-robin (``assigned``, soft affinity, so
+    Ray may re-run them elsewhere), the gate pinned to the first worker pod."""
     members = tuple(spec.members)
-    assigned = round_robin(spec.members, nodes)
+    assigned = assigned if assigned is not None else round_robin(spec.members, nodes)
     written = written if written is not None else {}
 
     def on_outcome(member: str, outcome: PersistOutcome) -> None:
@@ -232,7 +221,7 @@ def _smoke(spec: DriverSpec) -> SmokeReport:
                          min_severity=cast(ev.Severity, spec.events))
     t0 = time.monotonic()
     store = spec.store_config()
-    _wait_for_store(store, spec.bucket)
+    create_bucket_when_up(store, spec.bucket, STORE_WAIT_S)
     ray.init(address=spec.head_address, logging_level=logging.WARNING, log_to_driver=True)
     try:
         by_address = _wait_for_nodes(spec.workers)
@@ -247,12 +236,12 @@ def _smoke(spec: DriverSpec) -> SmokeReport:
             DEFAULT_PREDICTOR
         written: dict[str, str] = {}
         s3 = _run(spec, cfg, spec.run_id, store, nodes, events, predictor=predictor,
-                  faults=faults if cfg.faulty else None, written=written)
+                  faults=faults if cfg.faulty else None, written=written, assigned=assigned)
         resumed = False
         if s3.exit_code == EXIT_UNREACHABLE and faults.wait_healed():
             # The operator's move: once the store is back, --resume.
             s3 = _run(spec, cfg, spec.run_id, store, nodes, events, predictor=predictor,
-                      resume=True, written=written)
+                      resume=True, written=written, assigned=assigned)
             resumed = True
         faults.confirm()
         lost = victim if any(f["role"] == faults.victim_role and f["struck"]

@@ -46,6 +46,7 @@ log = logging.getLogger("s43_ray.pods")
 
 SUBNET = ipaddress.ip_network("198.18.0.0/24")  # RFC 2544: benchmarking, never routed
 NS_PREFIX = "s43p-"  # every namespace this module makes; the sweep touches no other
+NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps a namespace while it exists
 STATE_DIR = Path("/run/s43-pods")  # <tag>.lock (held by the owner) and <tag>/ (its files)
 TMPFS_SIZE = "1g"  # each pod's /tmp and /dev/shm (RAM-backed: only what is written counts)
 
@@ -313,13 +314,15 @@ def _kill(pid: int) -> None:
 
 def _delete_netns(name: str) -> None:
     """Kill what still runs in the namespace (by PID), then delete it."""
+    if not (NETNS_DIR / name).exists():
+        return
     for _ in range(3):
-        pids = [int(p) for p in _ip("netns", "pids", name).split()] if name in list_netns() \
-            else []
+        pids = [int(p) for p in _ip("netns", "pids", name).split()]
+        if not pids:
+            break
         for pid in pids:
             _kill(pid)
-        if pids:
-            time.sleep(0.2)
+        time.sleep(0.2)
     with contextlib.suppress(ClusterError):
         _ip("netns", "del", name)
 

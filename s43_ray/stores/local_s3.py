@@ -85,6 +85,23 @@ def default_data_dir() -> Path:
     return Path(base) / "s43_ray" / "seaweedfs"
 
 
+def create_bucket_when_up(cfg: StoreConfig, bucket: str,
+                          timeout: float = START_TIMEOUT_S) -> None:
+    """Create ``bucket`` unless it exists, waiting up to ``timeout`` for a server that is
+    still starting to answer (the embedded one here, or the smoke's in its pod)."""
+    from .s3_admin import S3BucketAdmin
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            S3BucketAdmin(cfg).create_bucket(bucket)
+            return
+        except StoreUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -197,7 +214,7 @@ class LocalS3:
         (self.data_dir / "weed.pid").write_text(f"{self.proc.pid}\n")
         if self._wait:
             self._wait_ready()
-            self.ensure_bucket()
+            create_bucket_when_up(self.store_config(), self.bucket)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -215,20 +232,6 @@ class LocalS3:
                 time.sleep(0.1)
         raise StoreUnreachable(f"embedded S3 server at {self.endpoint_url} did not answer within "
                                f"{START_TIMEOUT_S:.0f}s; see {self.data_dir / 'weed.log'}")
-
-    def ensure_bucket(self) -> None:
-        """Create the bucket, waiting up to :data:`START_TIMEOUT_S` for the server to answer."""
-        from .s3_admin import S3BucketAdmin
-
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                S3BucketAdmin(self.store_config()).create_bucket(self.bucket)
-                return
-            except StoreUnreachable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     def stop(self) -> None:
         """Stop the server by its PID: SIGTERM, then SIGKILL after a grace period."""
