@@ -20,13 +20,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import __version__
 from .codec import CODECS, Codec
 from .errors import CodecMismatch, ObjectNotFound, PreconditionFailed, S43Error, StoreError
 from .events import rfc3339_now
 from .keys import ATTEMPTS_DIR, LEDGERS_DIR, RunLayout, validate_member
 from .manifest import holder_name
 from .stores.base import Store
+from .version import __version__
 
 AttemptKind = Literal["first", "rerun", "resume"]
 LEDGER_VERSION = 1

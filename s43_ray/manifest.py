@@ -17,7 +17,6 @@ import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import __version__
 from .binding import schema_digest, schema_of, specs_from_schema
 from .codec import CODECS, ArraySpec, Codec
 from .errors import (
@@ -31,6 +30,7 @@ from .errors import (
 from .events import rfc3339_now
 from .keys import ATTEMPTS_DIR, RunLayout, validate_member
 from .stores.base import Store
+from .version import __version__
 
 MANIFEST_VERSION = 2
 

@@ -22,7 +22,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn, TextIO
 
-from .. import __version__
 from ..config import AnyStoreConfig, EnvDefaults, env_defaults
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, S43Error
 from ..events import RUN_FAILED, EventLog, Severity
@@ -30,6 +29,7 @@ from ..keys import new_run_id, validate_run_id
 from ..smoke_report import SmokeReport
 from ..stores.local_s3 import LocalS3
 from ..summary import Summary
+from ..version import __version__
 from .bench_args import add_bench_parser
 from .ops import OPS_COMMANDS, Report, add_ops_parsers, run_op
 from .parser import Parser, UsageError

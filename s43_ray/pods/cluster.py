@@ -78,9 +78,8 @@ def code_under_tmp(paths: Sequence[str] | None = None) -> list[str]:
     interpreter's prefix, this package's folder, every import path). The pods see them
     read-only; the rest of /tmp is each pod's own."""
     if paths is None:
-        import s43_ray
-
-        paths = [sys.prefix, os.path.dirname(os.path.dirname(s43_ray.__file__)), *sys.path]
+        package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding s43_ray
+        paths = [sys.prefix, package_parent, *sys.path]
     tops = set()
     for path in paths:
         parts = Path(os.path.realpath(path or ".")).parts
