@@ -282,6 +282,22 @@ class WatchedStore:
                 return
             yield info
 
+    def list_dirs(self, prefix: str) -> Iterator[str]:
+        folders: Iterator[str] | None = None
+
+        def step() -> str:  # the first call too is watched: it may be the request
+            nonlocal folders
+            if folders is None:
+                folders = iter(self.inner.list_dirs(prefix))
+            return next(folders)
+
+        while True:
+            try:
+                name = self._call(step)
+            except StopIteration:
+                return
+            yield name
+
     def delete(self, key: str) -> None:
         self._call(self.inner.delete, key)
 

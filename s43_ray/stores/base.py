@@ -1,11 +1,13 @@
 """The store boundary's shape: what every store offers, whatever it is built on.
 
 One small protocol per capability (:class:`Reads`, :class:`Writes`, :class:`Lists`,
-:class:`Heads`, :class:`Deletes`, :class:`BatchDeletes`, :class:`BucketAdmin`); :class:`Store`
-is the set the task, the gate, the reports and the benchmark depend on; :class:`ObjectInfo` is
-what a HEAD or a LIST says of an object. Implementations: :mod:`.s3` (S3 through boto3 and
-obstore; :mod:`.s3_admin` for bucket settings), :mod:`.file` (a shared folder), :mod:`.memory`
-(pure unit tests). Code above this package names these protocols, never an implementation.
+:class:`ListsDirs`, :class:`Heads`, :class:`Deletes`, :class:`BatchDeletes`,
+:class:`BucketAdmin`); :class:`Store` is the set the task, the gate, the reports, the run
+listing and the benchmark depend on; :class:`ObjectInfo` is what a HEAD or a LIST says of an
+object. Implementations: :mod:`.s3` (S3 through boto3 and obstore; :mod:`.s3_listing` for its
+paginated listings, :mod:`.s3_admin` for bucket settings), :mod:`.file` (a shared folder),
+:mod:`.memory` (pure unit tests). Code above this package names these protocols, never an
+implementation.
 
 Conditional writes: ``put(..., if_none_match=True)`` creates a key only if it is absent
 (``If-None-Match: *``), ``put(..., if_match=etag)`` replaces an object only if it is still the one
@@ -68,6 +70,15 @@ class Lists(Protocol):
         """Every key under ``prefix``, paginated, in key order."""
 
 
+class ListsDirs(Protocol):
+    def list_dirs(self, prefix: str) -> Iterator[str]:
+        """The immediate "folders" under ``prefix``, paginated, in key order: each one the
+        prefix plus the text up to and including the next ``/``, for every key under it that
+        has one (S3's ``CommonPrefixes`` with ``Delimiter='/'``); ``"p/"`` -> ``"p/r1/"``,
+        ``"p/r1/"``'s keys never read one by one. A folder holding no key (an empty
+        directory) is not listed; keys directly under ``prefix`` are not either."""
+
+
 class Deletes(Protocol):
     def delete(self, key: str) -> None:
         """Remove a key; absent keys are not an error."""
@@ -101,7 +112,7 @@ class BucketAdmin(Protocol):
         """Create the bucket unless it exists."""
 
 
-class Store(Reads, Writes, Heads, Lists, Deletes, Protocol):
+class Store(Reads, Writes, Heads, Lists, ListsDirs, Deletes, Protocol):
     """The operations the task, the gate and the benchmark depend on."""
 
     @property

@@ -38,6 +38,22 @@ def file_etag(st: os.stat_result) -> str:
     return f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
 
 
+def _holds_a_file(path: str) -> bool:
+    """Whether any file lies under directory ``path``: stops at the first one found, so a run
+    folder of 10,000 members is not read whole."""
+    try:
+        with os.scandir(path) as entries:
+            subdirs = []
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.path)
+                elif not entry.is_dir():  # a link to a directory is not followed, as by list
+                    return True
+    except FileNotFoundError:
+        return False  # deleted while listing
+    return any(_holds_a_file(d) for d in subdirs)
+
+
 class FileStore:
     """:class:`Store` over a directory. Correct only when every node mounts the same directory.
 
@@ -203,6 +219,30 @@ class FileStore:
                 found.append(ObjectInfo(key, st.st_size, {}, st.st_mtime,
                                         etag=file_etag(st)))
         yield from sorted(found, key=lambda o: o.key)
+
+    def list_dirs(self, prefix: str) -> Iterator[str]:
+        """The sub-directories of ``prefix``'s directory whose names start with the rest of
+        ``prefix`` and that hold at least one file (an empty directory, e.g. left by deleting a
+        run's objects, holds no key). Symbolic links are not followed, as :meth:`list` does."""
+        base, _, start = prefix.rpartition("/")
+        top = self._path(base) if base else self.root
+        try:
+            with os.scandir(top) as entries:
+                names = sorted(e.name for e in entries if e.name.startswith(start)
+                               and e.is_dir(follow_symlinks=False)
+                               and (base or e.name not in {FILE_META_DIR, FILE_TMP_DIR}))
+        except FileNotFoundError:
+            return  # nothing under the prefix, as S3 would say
+        except OSError as exc:
+            raise self._fail(exc, "LIST", prefix) from exc
+        for name in names:
+            try:
+                found = _holds_a_file(os.path.join(top, name))
+            except OSError as exc:
+                raise self._fail(exc, "LIST", f"{base}/{name}/" if base else f"{name}/") \
+                    from exc
+            if found:
+                yield f"{base}/{name}/" if base else f"{name}/"
 
     def delete(self, key: str) -> None:
         for path in (self._path(key), self._path(key, FILE_META_DIR) + ".json"):

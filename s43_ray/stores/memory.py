@@ -84,6 +84,11 @@ class MemoryStore:
         for key, size, ts, etag in items:
             yield ObjectInfo(key, size, {}, ts, etag=etag)
 
+    def list_dirs(self, prefix: str) -> Iterator[str]:
+        with self._lock:
+            rests = [k[len(prefix):] for k in self.objects if k.startswith(prefix)]
+        yield from sorted({prefix + rest.split("/", 1)[0] + "/" for rest in rests if "/" in rest})
+
     def delete(self, key: str) -> None:
         with self._lock:
             self.objects.pop(key, None)

@@ -34,6 +34,7 @@ from . import hooks
 from . import s3_fast_get as fast_get
 from .base import ObjectInfo, finished_within, put_condition
 from .s3_errors import classify
+from .s3_listing import common_prefixes, list_pages
 from .s3_settings import RetryLog, S3Settings, retry_log
 
 if TYPE_CHECKING:
@@ -289,24 +290,22 @@ class S3Store:
                           s3_checksum=resp.get("ChecksumCRC64NVME"), etag=resp.get("ETag"))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Prefix": prefix,
-                                      "MaxKeys": LIST_PAGE_SIZE}
-            if token:
-                kwargs["ContinuationToken"] = token
-            with hooks.request("list"):
-                try:
-                    page = self._client.list_objects_v2(**kwargs)
-                except (ClientError, BotoCoreError) as exc:
-                    raise self._fail(exc, "LIST", prefix) from exc
+        for page in self._pages(prefix):
             for obj in page.get("Contents", []):
                 yield ObjectInfo(key=obj["Key"], size=int(obj["Size"]),
                                  last_modified=obj["LastModified"].timestamp(),
                                  etag=obj.get("ETag"))
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
+
+    def list_dirs(self, prefix: str) -> Iterator[str]:
+        """ListObjectsV2 with ``Delimiter='/'``: one request per :data:`LIST_PAGE_SIZE`
+        folders, whatever number of keys each holds; same client, retries and errors as
+        :meth:`list`."""
+        return common_prefixes(self._pages(prefix, delimiter="/"))
+
+    def _pages(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+        return list_pages(self._client, bucket=self.cfg.bucket, prefix=prefix,
+                          page_size=LIST_PAGE_SIZE, delimiter=delimiter,
+                          fail=lambda exc: self._fail(exc, "LIST", prefix))
 
     def delete(self, key: str) -> None:
         with hooks.request("delete"):
