@@ -33,13 +33,19 @@ from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
 from .outcome import persist_verdict, report_verdict, summarize
-from .predict import DEFAULT_PREDICTOR, declared_schema, load_predictor
+from .predict import (
+    DEFAULT_PREDICTOR,
+    PredictorLike,
+    declared_schema,
+    predictor_name,
+    resolve_predictor,
+)
 from .progress import Progress
 from .stores import open_store
 from .stores.base import Store
 from .summary import Summary
 from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec
-from .verdicts import Saved
+from .verdicts import Saved, newer_attempt
 from .verify import VerifyMode
 
 __all__ = ["STALL_TIMEOUT_S", "WAIT_BATCH", "RunConfig", "gate_existing", "run_cohort",
@@ -60,7 +66,7 @@ class RunConfig:
     members: tuple[str, ...]
     rows: int = 10_000  # predictions per member: ~200 KiB a member with the default predictor
     codec: Codec = DEFAULT_CODEC
-    predictor: str = DEFAULT_PREDICTOR
+    predictor: PredictorLike = DEFAULT_PREDICTOR  # a function, or module:function
     address: str | None = None  # None: start a local Ray cluster
     num_cpus: int | None = None  # local cluster only; None: every core
     verify: VerifyMode = "full"  # full: GET + checksum + decode; head: store checksums only
@@ -119,9 +125,9 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
     # Exit 3 before anything is written if the store is unreachable, refuses, or hangs.
     watched(breaker, wstore.check, what=f"checking {store_cfg.url}")
     layout = RunLayout(store_cfg.prefix, cfg.run_id)
-    schema = declared_schema(load_predictor(cfg.predictor), cfg.rows)
-    wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows, cfg.predictor,
-                             schema)
+    schema = declared_schema(resolve_predictor(cfg.predictor), cfg.rows)
+    wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows,
+                             predictor_name(cfg.predictor), schema)
     # Another cohort under this run id, or a --resume of nothing, is refused (exit 2) before
     # Ray starts; the atomic claim below decides races.
     existing = watched(breaker, lambda: check_run(wstore, layout, wanted, resume=cfg.resume),
@@ -147,7 +153,7 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
         progress.total = len(todo)
         events.emit(ev.RUN_STARTED, members=len(cfg.members), codec=cfg.codec, rows=cfg.rows,
                     store=store_cfg.url, endpoint=store_cfg.endpoint_url,
-                    predictor=cfg.predictor, created_at=record.created_at,
+                    predictor=wanted.predictor, created_at=record.created_at,
                     resume=cfg.resume, reused=len(reused), to_compute=len(todo),
                     attempt=attempt.number, attempt_kind=kind, holder=attempt.holder,
                     schema=record.schema_digest)
@@ -186,6 +192,16 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                         outcomes=outcomes, saved=saved)
     summary.reused = len(reused)
     summary.computed = sum(isinstance(o, PredictionRef) for o in outcomes.values())
+    newer = watched(breaker, lambda: newer_attempt(wstore, layout, attempt.number),
+                    what=f"listing the attempts of run {cfg.run_id!r}")
+    if summary.status == "passed" and newer:
+        # Its verdict is the latest, but an attempt started meanwhile may rewrite members:
+        # report (and the library's reads) call it stale; this run does not report a pass.
+        summary.status = "failed"
+        summary.reason = (f"run {cfg.run_id!r}: superseded: this gate passed (attempt "
+                          f"{attempt.number}), but attempt {newer} started meanwhile and may "
+                          f"rewrite members; `s43-ray gate --run-id {cfg.run_id}` once it is "
+                          "done")
     return summary
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import ray
 
-from . import __version__, metrics
+from . import metrics
 from .circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
 from .codec import Codec
 from .config import AnyStoreConfig
@@ -39,6 +39,7 @@ from .manifest import RunManifest, read_manifest
 from .stores import open_store
 from .stores.base import Store
 from .verify import Expectation, MemberCheck, VerifyMode, verify_member
+from .version import __version__
 
 # Concurrent verifications; below the client's connection pool (StoreConfig.max_pool_connections).
 GATE_CONCURRENCY = 16
@@ -253,6 +254,13 @@ def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], 
                          f"members but attempt {ledger.attempt}'s ledger records a cohort of "
                          f"{len(ledger.members)}; expected the ledger's members (no "
                          "--members/--expected)")
+    record = basis.record
+    if record is not None and (sorted(record.members) != sorted(members)
+                               or record.codec != codec):
+        raise InputError(f"run {layout.run_id!r}: the gate was asked for {len(members)} members "
+                         f"in {codec}, but the run's record has {len(record.members)} in "
+                         f"{record.codec}; expected the record's cohort (a verdict over another "
+                         "cohort would read as the run's)")
     refs = None
     kind: Basis = "metadata"
     newer = attempt is None and ledger is not None and basis.newest_attempt > ledger.attempt

@@ -20,6 +20,9 @@ from .codec import ArraySpec
 from .errors import InvalidPredictor, PredictorFailed
 
 Predictor = Callable[[str, str, int], Mapping[str, np.ndarray]]
+# What a run takes as its predictor: the function itself (Ray ships it to the workers by value)
+# or its import path ``module:function`` (imported on each worker).
+PredictorLike = Predictor | str
 DEFAULT_PREDICTOR = "s43_ray.predict:default_predictor"
 # Decision threshold of the default predictor's label.
 LABEL_THRESHOLD = 0.5
@@ -96,3 +99,25 @@ def load_predictor(path: str) -> Predictor:
         raise InvalidPredictor(f"predictor {path!r}: {module_name!r} has no callable "
                                f"{func_name!r}; expected a function (run_id, member, rows)")
     return func  # type: ignore[no-any-return]
+
+
+def predictor_name(predictor: PredictorLike) -> str:
+    """How a run records its predictor: the path as given, or ``module:qualname`` of a
+    function (what a re-run of the same cohort is compared on)."""
+    if isinstance(predictor, str):
+        return predictor
+    module = getattr(predictor, "__module__", None) or "?"
+    name = getattr(predictor, "__qualname__", None) or type(predictor).__name__
+    return f"{module}:{name}"
+
+
+def resolve_predictor(predictor: PredictorLike) -> Predictor:
+    """The function a predictor names: imported from ``module:function``, or itself. Anything
+    else is refused (:class:`InvalidPredictor`) naming what was given."""
+    if isinstance(predictor, str):
+        return load_predictor(predictor)
+    if not callable(predictor):
+        raise InvalidPredictor(f"predictor {predictor!r} is a {type(predictor).__name__}; "
+                               "expected a function (run_id, member, rows) or a "
+                               "module:function path")
+    return predictor

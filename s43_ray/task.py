@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+import numpy as np
 import ray
 
 from . import codec as codecs
@@ -20,7 +22,7 @@ from .codec import ArraySpec, Codec
 from .config import AnyStoreConfig
 from .errors import S43Error, SchemaMismatch
 from .keys import RunLayout
-from .predict import check_prediction, load_predictor
+from .predict import PredictorLike, check_prediction, predictor_name, resolve_predictor
 from .stores import open_store
 from .stores.base import Store
 
@@ -38,7 +40,7 @@ class TaskSpec:
     run_id: str
     codec: Codec
     rows: int
-    predictor: str  # module:function
+    predictor: PredictorLike  # a function, or its module:function path
     attempt: int = 0  # the run's attempt (ledger.Attempt.number); objects carry it
     schema: str = ""  # the run's declared schema digest; "" when the predictor declares none
 
@@ -105,39 +107,55 @@ def _node_id() -> str:
 
 def persist_member(store: Store, spec: TaskSpec, member: str) -> PersistOutcome:
     """Predict one member, encode it, write it under its deterministic key, return a reference."""
-    layout = spec.layout
-    key = layout.member_key(member, spec.codec)
+    key = spec.layout.member_key(member, spec.codec)
     node = _node_id()
+    name = predictor_name(spec.predictor)
     t0 = time.perf_counter()
     try:
-        arrays = check_prediction(load_predictor(spec.predictor)(spec.run_id, member, spec.rows),
-                                  spec.predictor, member)
-        t1 = time.perf_counter()
-        encoded = codecs.encode(arrays, spec.codec)
-        del arrays
-        digest = schema_digest(encoded.arrays)
-        if spec.schema and digest != spec.schema:
-            raise SchemaMismatch(f"member {member!r}: predictor {spec.predictor} returned arrays "
-                                 f"{_describe(encoded.arrays)} (schema {digest}); expected the "
-                                 f"run's declared schema {spec.schema}")
-        t2 = time.perf_counter()
-        metadata = {**codecs.object_metadata(encoded, spec.codec),
-                    **binding_metadata(spec.run_id, member, spec.attempt, digest)}
-        store.put(key, encoded.payload, metadata=metadata, s3_checksum=encoded.s3_checksum)
-        t3 = time.perf_counter()
+        predictor = resolve_predictor(spec.predictor)
+        # No local name holds the arrays: write_member drops them once encoded.
+        return write_member(store, spec, member,
+                            check_prediction(predictor(spec.run_id, member, spec.rows), name,
+                                             member),
+                            source=f"predictor {name}", t0=t0, node=node)
     except S43Error as exc:
         return PersistFailure(spec.run_id, member, key, exc.error_class, str(exc), node,
                               seconds=time.perf_counter() - t0)
     except Exception as exc:
         return PersistFailure(spec.run_id, member, key, "predictor",
-                              f"predictor {spec.predictor} failed for member {member!r}: "
+                              f"predictor {name} failed for member {member!r}: "
                               f"{type(exc).__name__}: {exc}", node,
                               seconds=time.perf_counter() - t0)
+
+
+def write_member(store: Store, spec: TaskSpec, member: str, arrays: Mapping[str, np.ndarray],
+                 *, source: str, t0: float | None = None, node: str | None = None
+                 ) -> PredictionRef:
+    """Encode ``arrays``, check them against the run's declared schema, write them under the
+    member's key with its binding (run, member, attempt, schema), and return the reference.
+    Raises :class:`~s43_ray.errors.S43Error` (nothing is written when encoding or the schema
+    check fails). ``source`` names where the arrays came from in errors; ``t0``, when the
+    prediction began."""
+    key = spec.layout.member_key(member, spec.codec)
+    t1 = time.perf_counter()
+    encoded = codecs.encode(arrays, spec.codec)
+    del arrays  # the payload holds them now: a large member is not in memory twice
+    digest = schema_digest(encoded.arrays)
+    if spec.schema and digest != spec.schema:
+        raise SchemaMismatch(f"member {member!r}: {source} returned arrays "
+                             f"{_describe(encoded.arrays)} (schema {digest}); expected the "
+                             f"run's declared schema {spec.schema}")
+    t2 = time.perf_counter()
+    metadata = {**codecs.object_metadata(encoded, spec.codec),
+                **binding_metadata(spec.run_id, member, spec.attempt, digest)}
+    store.put(key, encoded.payload, metadata=metadata, s3_checksum=encoded.s3_checksum)
+    t3 = time.perf_counter()
     return PredictionRef(
         run_id=spec.run_id, member=member, key=key, codec=spec.codec, bytes=encoded.nbytes,
-        checksum=encoded.checksum, arrays=encoded.arrays, predict_seconds=t1 - t0,
-        encode_seconds=t2 - t1, write_seconds=t3 - t2, node_id=node, pid=os.getpid(),
-        run_attempt=spec.attempt, schema=digest)
+        checksum=encoded.checksum, arrays=encoded.arrays,
+        predict_seconds=t1 - t0 if t0 is not None else 0.0,
+        encode_seconds=t2 - t1, write_seconds=t3 - t2, node_id=node or _node_id(),
+        pid=os.getpid(), run_attempt=spec.attempt, schema=digest)
 
 
 def _describe(specs: dict[str, ArraySpec]) -> str:

@@ -14,7 +14,7 @@ what it claims, or that names another run, is reported as such.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from .binding import META_ATTEMPT, META_RUN, object_attempt
 from .errors import ObjectNotFound, PreconditionFailed, StoreError
 from .gate import PASSED, Verdict
 from .keys import RunLayout
-from .ledger import Ledger
+from .ledger import Ledger, attempt_numbers
 from .manifest import RunManifest
 from .stores.base import ObjectInfo, Store
 
@@ -94,9 +94,12 @@ def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> Saved:
 
 
 def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None,
-            ledger: Ledger | None) -> tuple[str, list[str]]:
+            ledger: Ledger | None, attempts: Sequence[int] = ()) -> tuple[str, list[str]]:
     """What a verdict record proves, recomputed from its checks: (``passed``/``failed``, the
-    ways it contradicts itself, its run or its ledger). ``passed`` only with no problem."""
+    ways it contradicts itself, its run or its ledger). ``passed`` only with no problem.
+    ``attempts``: the attempts the run has claimed (``_attempts/``); a run that has any is
+    gated against a ledger, so a verdict checked against object metadata alone cannot be its
+    (a forged one, once the record was deleted or expired)."""
     problems: list[str] = []
     if record.get("run_id") != run_id:
         problems.append(f"the verdict names run {record.get('run_id')!r}; expected {run_id!r}")
@@ -120,9 +123,11 @@ def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None
                         f"{record.get('attempt')!r}'s ledger, which "
                         + ("does not exist" if ledger is None else
                            f"is attempt {ledger.attempt}'s"))
-    if basis == "metadata" and manifest is not None:
+    if basis == "metadata" and (manifest is not None or attempts):
         problems.append("the verdict was checked against object metadata alone, but the run "
-                        "has a record: its gate verifies against a ledger")
+                        + ("has a record" if manifest is not None else
+                           f"has claimed attempts ({max(attempts)})")
+                        + ": its gate verifies against a ledger")
     if ledger is not None and record.get("attempt") == ledger.attempt:
         if not ledger.covers(members):
             problems.append(f"the verdict checks {len(members)} members; attempt "
@@ -144,3 +149,10 @@ def recheck(record: Mapping[str, Any], run_id: str, manifest: RunManifest | None
         problems.insert(0, f"the verdict claims {claimed!r} but its own checks do not prove it "
                            f"({len(ok)} of {expected} members ok): edited or forged?")
     return status, problems
+
+
+def newer_attempt(store: Store, layout: RunLayout, attempt: int | None) -> int | None:
+    """The newest attempt of the run if it is newer than ``attempt`` (it may rewrite members
+    after a gate of ``attempt`` passed), else None."""
+    newest = max(attempt_numbers(store, layout), default=0)
+    return newest if newest > (attempt or 0) else None

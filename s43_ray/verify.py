@@ -9,9 +9,10 @@ object (only for a command that is wrong, e.g. an SSE-C object read without its 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from . import codec as codecs
 from .binding import META_SCHEMA, check_binding, object_attempt, schema_digest
@@ -28,6 +29,7 @@ from .errors import (
 from .stores.base import ObjectInfo, Store
 
 VerifyMode = Literal["full", "head"]
+VERIFY_MODES: tuple[VerifyMode, ...] = ("full", "head")
 
 
 @dataclass(frozen=True)
@@ -66,53 +68,16 @@ class _Want:
 
 
 def verify_member(store: Store, member: str, key: str, codec: Codec,
-                expect: Expectation | None, mode: VerifyMode,
-                listed_size: int | None = None, *, run_id: str = "",
-                declared_schema: str = "") -> MemberCheck:
+                  expect: Expectation | None, mode: VerifyMode,
+                  listed_size: int | None = None, *, run_id: str = "",
+                  declared_schema: str = "") -> MemberCheck:
     """Verify one object against its ledger entry (``expect``) or, without a ledger, against
     its own metadata. ``run_id`` "" skips the binding check (benchmarks of the codec path)."""
-    t0 = time.perf_counter()
-    meta: Mapping[str, str] = {}
+    meta: dict[str, str] = {}
     try:
-        if mode == "head":
-            info = store.head(key)
-            meta = info.metadata
-            want = _want(info, member, codec, expect, run_id, declared_schema)
-            if info.size == 0 or (want.bytes is not None and info.size != want.bytes):
-                raise TruncatedObject(f"object has {info.size} bytes; expected {want.bytes}")
-            if info.s3_checksum is not None:
-                if want.checksum.split(":", 1)[-1] != info.s3_checksum:
-                    raise ChecksumMismatch(f"store checksum {info.s3_checksum} does not match "
-                                           f"the recorded {want.checksum}")
-                return MemberCheck(member, key, "ok", bytes=info.size,
-                                   read_seconds=time.perf_counter() - t0,
-                                   last_modified=info.last_modified, checksum=want.checksum,
-                                   attempt=object_attempt(meta), schema=want.schema,
-                                   etag=info.etag)
-            # The store keeps no checksum of its own for this object: download and verify.
-            t0 = time.perf_counter()
-        body, info = store.get(key, size_hint=expect.bytes if expect else listed_size)
-        elapsed = time.perf_counter() - t0
-        meta = info.metadata
-        want = _want(info, member, codec, expect, run_id, declared_schema)
-        codecs.verify(body, codec=codec, expected_checksum=want.checksum,
-                      expected_bytes=want.bytes)
-        try:
-            arrays = codecs.decode(body, codec)  # proves it opens safely; nothing is unpickled
-        except LoadError:
-            raise
-        except Exception as exc:  # a crafted payload may break a decoder in any way
-            raise CodecMismatch(f"does not decode: {type(exc).__name__}: {exc}") from exc
-        if want.schema:
-            found = schema_digest({n: ArraySpec(tuple(a.shape), a.dtype.str)
-                                   for n, a in arrays.items()})
-            if found != want.schema:
-                raise SchemaMismatch(f"object's arrays have schema {found}; expected "
-                                     f"{want.schema}")
-        return MemberCheck(member, key, "ok", bytes=info.size, read_seconds=elapsed,
-                           last_modified=info.last_modified, downloaded=True,
-                           checksum=want.checksum, attempt=object_attempt(meta),
-                           schema=want.schema, etag=info.etag)
+        check, _ = _check(store, member, key, codec, expect, mode, listed_size, run_id,
+                          declared_schema, meta)
+        return check
     except LoadError as exc:
         return MemberCheck(member, key, "invalid", exc.error_class, str(exc),
                            checksum=str(meta.get(codecs.META_CHECKSUM, "")),
@@ -124,6 +89,65 @@ def verify_member(store: Store, member: str, key: str, codec: Codec,
             return MemberCheck(member, key, "missing", "not_found", str(exc))
         # The store refused or failed this read after retries: not verified, so not counted.
         return MemberCheck(member, key, "invalid", exc.error_class, str(exc))
+
+
+def load_member(store: Store, member: str, key: str, codec: Codec, expect: Expectation | None,
+                *, run_id: str, declared_schema: str = ""
+                ) -> tuple[dict[str, np.ndarray], MemberCheck]:
+    """Download one member, verify it exactly as the gate's full mode does, and return its
+    arrays with the check. Raises :class:`~s43_ray.errors.LoadError` (the class says why) for
+    an object that does not verify, and the store's errors (``ObjectNotFound``...)."""
+    check, arrays = _check(store, member, key, codec, expect, "full", None, run_id,
+                           declared_schema, {})
+    assert arrays is not None  # full mode always decodes
+    return arrays, check
+
+
+def _check(store: Store, member: str, key: str, codec: Codec, expect: Expectation | None,
+           mode: VerifyMode, listed_size: int | None, run_id: str, declared_schema: str,
+           meta: dict[str, str]) -> tuple[MemberCheck, dict[str, np.ndarray] | None]:
+    """The verification itself; ``meta`` is filled with the object's metadata as soon as it is
+    read (for the caller's report of an invalid object)."""
+    t0 = time.perf_counter()
+    if mode == "head":
+        info = store.head(key)
+        meta.update(info.metadata)
+        want = _want(info, member, codec, expect, run_id, declared_schema)
+        if info.size == 0 or (want.bytes is not None and info.size != want.bytes):
+            raise TruncatedObject(f"object has {info.size} bytes; expected {want.bytes}")
+        if info.s3_checksum is not None:
+            if want.checksum.split(":", 1)[-1] != info.s3_checksum:
+                raise ChecksumMismatch(f"store checksum {info.s3_checksum} does not match "
+                                       f"the recorded {want.checksum}")
+            return MemberCheck(member, key, "ok", bytes=info.size,
+                               read_seconds=time.perf_counter() - t0,
+                               last_modified=info.last_modified, checksum=want.checksum,
+                               attempt=object_attempt(meta), schema=want.schema,
+                               etag=info.etag), None
+        # The store keeps no checksum of its own for this object: download and verify.
+        t0 = time.perf_counter()
+    body, info = store.get(key, size_hint=expect.bytes if expect else listed_size)
+    elapsed = time.perf_counter() - t0
+    meta.update(info.metadata)
+    want = _want(info, member, codec, expect, run_id, declared_schema)
+    codecs.verify(body, codec=codec, expected_checksum=want.checksum,
+                  expected_bytes=want.bytes)
+    try:
+        arrays = codecs.decode(body, codec)  # proves it opens safely; nothing is unpickled
+    except LoadError:
+        raise
+    except Exception as exc:  # a crafted payload may break a decoder in any way
+        raise CodecMismatch(f"does not decode: {type(exc).__name__}: {exc}") from exc
+    if want.schema:
+        found = schema_digest({n: ArraySpec(tuple(a.shape), a.dtype.str)
+                               for n, a in arrays.items()})
+        if found != want.schema:
+            raise SchemaMismatch(f"object's arrays have schema {found}; expected "
+                                 f"{want.schema}")
+    return MemberCheck(member, key, "ok", bytes=info.size, read_seconds=elapsed,
+                       last_modified=info.last_modified, downloaded=True,
+                       checksum=want.checksum, attempt=object_attempt(meta),
+                       schema=want.schema, etag=info.etag), arrays
 
 
 def _want(info: ObjectInfo, member: str, codec: Codec, expect: Expectation | None, run_id: str,

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .. import __version__
 from ..binding import object_attempt
 from ..circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
 from ..codec import DEFAULT_CODEC, META_CHECKSUM, META_CODEC
@@ -38,6 +37,7 @@ from ..manifest import RunManifest, read_manifest
 from ..stores.base import ObjectInfo, Store
 from ..summary import human_size
 from ..verdicts import recheck
+from ..version import __version__
 
 # HEADs in flight at once; below the S3 client's connection pool, as for the gate.
 HEAD_CONCURRENCY = 16
@@ -325,7 +325,8 @@ def _build(store: Store, layout: RunLayout, head: bool, concurrency: int,
     if verdict is not None:
         if ledger is not None and ledger.attempt != verdict_attempt:
             ledger = None  # the latest ledger is not the verdict's: recheck finds it missing
-        recomputed, verdict_problems = recheck(verdict, layout.run_id, manifest, ledger)
+        recomputed, verdict_problems = recheck(verdict, layout.run_id, manifest, ledger,
+                                               attempts)
         verdict = {k: v for k, v in verdict.items() if k != "checks"}
         if newer:  # an attempt ran (or runs) after this verdict: it may have rewritten members
             reports = [replace(r, changed=r.changed or f"attempt {newer[-1]} ran after the "
