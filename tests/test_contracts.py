@@ -8,6 +8,8 @@ and the alert rules with it, or put it back.
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 import json
 import subprocess
 import sys
@@ -141,9 +143,73 @@ def test_summary_fields_are_pinned() -> None:
             "computed", "attempt", "basis", "verdict_key", "verdict_latest"} == set(s.to_dict())
 
 
+PUBLIC_API = ["GateFailed", "InputError", "LoadError", "PredictionRef", "Run", "RunListing",
+              "RunReport", "S43Error", "Store", "StoreError", "Summary", "Verdict",
+              "__version__", "gate_run", "local_store", "open_store", "report_run",
+              "run_cohort"]
+# Parameters users call by name (docs/api.md); adding one with a default is not a break,
+# renaming or removing one is.
+PUBLIC_SIGNATURES = {
+    "open_store": ["url", "endpoint_url", "sse", "sse_c_key", "region", "addressing_style",
+                   "s3_checksum", "max_attempts"],
+    "local_store": ["data_dir", "prefix"],
+    "Store.start_run": ["self", "run_id", "members", "codec", "schema"],
+    "Store.open_run": ["self", "run_id", "members"],
+    "Store.runs": ["self", "limit"],
+    "Run.persist": ["self", "member", "arrays"],
+    "Run.gate": ["self", "refs", "verify", "events", "concurrency"],
+    "Run.load": ["self", "member"],
+    "Run.read_table": ["self", "concurrency"],
+    "Run.read_dataset": ["self", "parallelism"],
+    "Run.report": ["self", "head"],
+    "run_cohort": ["store", "run_id", "members", "predictor", "rows", "codec", "address",
+                   "num_cpus", "verify", "resume", "stall_timeout", "events", "progress",
+                   "task_options"],
+    "gate_run": ["store", "run_id", "members", "expected", "codec", "verify", "events"],
+    "report_run": ["store", "run_id", "head"],
+}
+
+
 def test_public_api_is_pinned() -> None:
-    assert s43_ray.__all__ == ["__version__"]
+    assert s43_ray.__all__ == PUBLIC_API
     assert s43_ray.__version__
+    for name in PUBLIC_API:
+        value = getattr(s43_ray, name)
+        assert value.__doc__ or name == "__version__", f"{name} has no docstring"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_SIGNATURES))
+def test_public_signatures_are_pinned(name: str) -> None:
+    owner, _, attr = name.partition(".")
+    fn = getattr(getattr(s43_ray, owner), attr) if attr else getattr(s43_ray, owner)
+    assert list(inspect.signature(fn).parameters) == PUBLIC_SIGNATURES[name]
+    assert fn.__doc__, f"{name} has no docstring"
+
+
+def test_importing_the_package_loads_neither_ray_nor_a_client() -> None:
+    assert _modules_loaded_by("import s43_ray", "ray") == []
+    assert _modules_loaded_by("import s43_ray", "boto3") == []
+
+
+def test_the_cli_runs_gates_and_reports_through_the_public_api() -> None:
+    """``run``, ``gate`` and ``report`` call :func:`s43_ray.run_cohort`, :func:`gate_run` and
+    :func:`report_run`; no CLI module imports a private name."""
+    cli = ROOT / "s43_ray" / "cli"
+    for path in cli.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                private = [a.name for a in node.names if a.name.startswith("_")
+                           and a.name != "__version__"]
+                assert not private, f"{path.name} imports private {private} from {node.module}"
+    calls = {"cmd_run": "run_cohort", "cmd_gate": "gate_run", "cmd_report": "report_run"}
+    sources = {p.name: ast.parse(p.read_text()) for p in cli.glob("*.py")}
+    for fn_name, public in calls.items():
+        found = [fn for tree in sources.values() for fn in ast.walk(tree)
+                 if isinstance(fn, ast.FunctionDef) and fn.name == fn_name]
+        assert found, fn_name
+        called = {n.func.id for n in ast.walk(found[0]) if isinstance(n, ast.Call)
+                  and isinstance(n.func, ast.Name)}
+        assert public in called, f"{fn_name} does not call s43_ray.{public}"
 
 
 @pytest.mark.parametrize("tool", [["ruff", "check", "s43_ray", "tests", "benchmarks"],
@@ -186,3 +252,24 @@ def test_every_module_is_small_enough_to_read_whole() -> None:
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "s43_ray").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
     assert long == {}
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str = "s43-ray"
+             ) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _parsers(sub, f"{path} {name}")
+    return found
+
+
+def test_every_flag_and_command_in_help_has_text() -> None:
+    bare = []
+    for path, parser in _parsers(build_parser(EnvDefaults())):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                bare += [f"{path} {a.dest}" for a in action._choices_actions if not a.help]
+            elif not action.help or action.help == argparse.SUPPRESS:
+                bare.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    assert bare == []

@@ -26,7 +26,7 @@ HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 REPO_PATH = re.compile(
-    r"(?<![\w./~$-])((?:s43_ray/[\w/]+(?:\.py|/))|(?:(?:infra|tests|benchmarks|docs)/[\w./*-]*))")
+    r"(?<![\w./~$-])((?:s43_ray/[\w/]+(?:\.py|/))|(?:(?:infra|tests|benchmarks|docs|examples)/[\w./*-]*))")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
