@@ -9,10 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
 from .errors import EXIT_GATE_FAILED, EXIT_PASSED, EXIT_UNREACHABLE
+from .version import __version__
 
 PERCENTILES = (50, 95, 99)
+
+
+# Members named with why they failed, one line each, in the human summary (--json has all).
+HUMAN_WHY = 10
 
 
 def latency_stats(samples: Sequence[float]) -> dict[str, float | int | None]:
@@ -64,6 +68,11 @@ class Summary:
     version: str = __version__
 
     @property
+    def passed(self) -> bool:
+        """The gate passed and its verdict was kept: what exit code 0 means."""
+        return self.exit_code == EXIT_PASSED
+
+    @property
     def shortfall(self) -> int:
         return self.expected - self.cohort_count
 
@@ -101,22 +110,44 @@ class Summary:
             f"  write latency {ms(self.write_latency_s)}",
             f"  read latency  {ms(self.read_latency_s)}",
         ]
-        for label, items in (("missing", self.missing), ("invalid", list(self.invalid)),
-                             ("unexpected", self.unexpected),
-                             ("persist failed", list(self.persist_failed))):
+        for label, items in (("missing", self.missing), ("unexpected", self.unexpected)):
             if items:
                 shown = ", ".join(items[:10]) + (f" (+{len(items) - 10} more)"
                                                  if len(items) > 10 else "")
                 lines.append(f"  {label} ({len(items)}): {shown}")
+        for label, why in (("invalid", self.invalid), ("persist failed", self.persist_failed)):
+            if why:  # one line per member, saying why
+                lines.append(f"  {label} ({len(why)}):")
+                names = sorted(why)
+                width = max(len(m) for m in names[:HUMAN_WHY])
+                lines += [f"    {m:<{width}}  {_clip(why[m])}" for m in names[:HUMAN_WHY]]
+                if len(names) > HUMAN_WHY:
+                    lines.append(f"    (+{len(names) - HUMAN_WHY} more: --json lists all)")
+        gate_url = object_url(self.store, self.gate_key)
         if not self.gate_persisted:
-            lines.append(f"  verdict NOT persisted to {self.gate_key}")
+            lines.append(f"  verdict NOT persisted to {gate_url}")
         elif self.verdict_key and not self.verdict_latest:
-            lines.append(f"  verdict: {self.verdict_key} (kept; {self.gate_key} holds a newer "
-                         "attempt's verdict, or a failing one written meanwhile: "
-                         "s43-ray report tells)")
+            lines.append(f"  verdict: {object_url(self.store, self.verdict_key)} (kept; "
+                         f"{gate_url} holds a newer attempt's verdict, or a failing one "
+                         "written meanwhile: s43-ray report tells)")
         else:
-            lines.append(f"  verdict: {self.gate_key}")
+            lines.append(f"  verdict: {gate_url}")
         return "\n".join(lines)
+
+
+def _clip(text: str, width: int = 110) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def object_url(store_url: str, key: str) -> str:
+    """A key as a URL to paste: ``s3://bucket/prefix/run/_gate.json`` (``key`` is the full
+    key in the bucket), or ``file:///dir/prefix/run/_gate.json`` for a file store."""
+    if not key or not store_url:
+        return key
+    if store_url.startswith("s3://"):
+        bucket = store_url[len("s3://"):].split("/", 1)[0]
+        return f"s3://{bucket}/{key}"
+    return f"{store_url.rstrip('/')}/{key}"
 
 
 def human_size(n: int) -> str:

@@ -1,4 +1,5 @@
-"""The operator's subcommands: ``report``, ``lifecycle apply|verify``, ``bucket check``, ``gc``.
+"""The operator's subcommands: ``runs``, ``report``, ``lifecycle apply|verify``,
+``bucket check``, ``gc``.
 
 Each returns a report with ``human()``, ``to_json()`` and ``exit_code``, printed by the CLI like
 a run summary (``--json``: one JSON object as the last stdout line).
@@ -9,10 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any, Protocol
 
+from .. import Store, report_run
 from ..config import EnvDefaults, StoreConfig
 from ..errors import InputError
 from ..events import EventLog
-from ..keys import RunLayout
 from ..ops.lifecycle import (
     apply_lifecycle,
     bucket_check,
@@ -24,12 +25,14 @@ from ..ops.lifecycle import (
     verify_lifecycle,
 )
 from ..ops.lifecycle_rules import LifecycleDoc
-from ..ops.report import report_run
+from ..ops.runs import DEFAULT_LIMIT, runs_report
 from ..stores import open_bucket_admin, open_store
-from .parser import Parser
+from .parser import Parser, int_in
 from .store_args import open_config, store_flags, store_target
 
-OPS_COMMANDS = ("lifecycle", "bucket", "gc", "report")
+OPS_COMMANDS = ("lifecycle", "bucket", "gc", "report", "runs")
+# --limit's range; 0 lists every run.
+MAX_LIMIT = 1_000_000
 
 
 class Report(Protocol):
@@ -51,7 +54,8 @@ def _bucket_flags(p: argparse.ArgumentParser, env: EnvDefaults) -> None:
 
 
 def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
-    """``lifecycle``, ``bucket`` and ``gc`` under the main parser's subcommands."""
+    """``lifecycle``, ``bucket``, ``gc``, ``report`` and ``runs`` under the main parser's
+    subcommands."""
     lc = sub.add_parser("lifecycle", help="the 7-day retention rule on the bucket")
     lc_sub = lc.add_subparsers(dest="action", required=True, parser_class=Parser)
     _bucket_flags(lc_sub.add_parser(
@@ -72,12 +76,23 @@ def add_ops_parsers(sub: Any, env: EnvDefaults) -> None:
                     help="delete them (default: a dry run that only lists)")
     store_flags(gc)
     report = sub.add_parser("report", help="what an operator needs about a run: verdict, "
-                                           "members missing/invalid/unexpected, sizes, times")
-    report.add_argument("--run-id", required=True)
+                                           "members missing/invalid/unexpected, sizes, times; "
+                                           "without --run-id, the runs as `runs` lists them")
+    report.add_argument("--run-id", metavar="ID",
+                        help="the run to report (default: list the runs under the store's "
+                             f"prefix, newest first, the {DEFAULT_LIMIT} newest, as `runs` "
+                             "does)")
     report.add_argument("--no-head", action="store_true",
                         help="skip the HEAD of every object (codec and write time from LIST "
-                             "only; faster on 10,000 members)")
+                             "only; faster on 10,000 members); with --run-id only")
     store_flags(report)
+    runs = sub.add_parser("runs", help="the runs under the store's prefix, newest first, each "
+                                       "with its latest verdict recomputed")
+    runs.add_argument("--limit", type=int_in("limit", 0, MAX_LIMIT), default=DEFAULT_LIMIT,
+                      metavar="N",
+                      help=f"show the N newest runs (default {DEFAULT_LIMIT}; 0: every run); "
+                           "the older ones are counted")
+    store_flags(runs)
 
 
 def _rule_doc(args: argparse.Namespace, cfg: StoreConfig) -> LifecycleDoc:
@@ -89,12 +104,30 @@ def _rule_doc(args: argparse.Namespace, cfg: StoreConfig) -> LifecycleDoc:
     return doc
 
 
+def cmd_runs(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Report:
+    """``s43-ray runs``: the runs under the store's prefix, newest first, each verdict
+    recomputed (:func:`s43_ray.ops.runs.runs_report`)."""
+    limit = getattr(args, "limit", DEFAULT_LIMIT)  # ``report`` has no --limit: the default
+    with open_config(store_target(args, env), args, env) as (cfg, _):
+        return runs_report(open_store(cfg), cfg.prefix, limit=limit or None,
+                           command=args.command)
+
+
+def cmd_report(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Report:
+    """``s43-ray report --run-id RUN``: :func:`s43_ray.report_run` on the store the flags
+    name; without ``--run-id``, the runs as ``s43-ray runs`` lists them."""
+    if args.run_id is None:
+        return cmd_runs(args, env, events)
+    with open_config(store_target(args, env), args, env) as (cfg, _):
+        return report_run(Store(cfg), events.run_id, head=not args.no_head)
+
+
 def run_op(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Report:
     """Run one operator subcommand."""
+    if args.command == "runs":
+        return cmd_runs(args, env, events)
     if args.command == "report":
-        with open_config(store_target(args, env), args, env) as (cfg, _):
-            return report_run(open_store(cfg), RunLayout(cfg.prefix, events.run_id),
-                              head=not args.no_head)
+        return cmd_report(args, env, events)
     if args.command == "gc":
         age = parse_age(args.older_than)
         with open_config(store_target(args, env), args, env) as (cfg, _):

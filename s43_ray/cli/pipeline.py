@@ -8,23 +8,19 @@ Every default a flag shows is the library's own (:class:`~s43_ray.driver.RunConf
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from typing import Any
 
-from ..circuit import Circuit, WatchedStore, watched
-from ..codec import CODECS, DEFAULT_CODEC, Codec
+from .. import Store, gate_run, run_cohort
+from ..codec import CODECS
 from ..config import ENV_ADDRESS, EnvDefaults
-from ..driver import RunConfig, gate_existing, run_cohort
+from ..driver import RunConfig
 from ..errors import InputError
 from ..events import EventLog
-from ..keys import MAX_COHORT_SIZE, RunLayout, check_key_lengths, member_names, parse_members
-from ..ledger import latest_ledger
-from ..manifest import read_manifest
-from ..predict import load_predictor
+from ..keys import MAX_COHORT_SIZE, check_key_lengths, member_names, parse_members
+from ..predict import resolve_predictor
 from ..progress import Progress
 from ..smoke import choose_isolation, run_smoke, run_smoke_in_pods
 from ..smoke_report import ISOLATIONS, MAX_NODES, SmokeConfig, SmokeReport
-from ..stores import open_store
 from ..summary import Summary
 from .parser import int_in
 from .store_args import open_config, store_flags, store_target
@@ -112,24 +108,25 @@ def add_pipeline_parsers(sub: Any, env: EnvDefaults) -> None:
 
 
 def cmd_run(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Summary:
+    """``s43-ray run``: :func:`s43_ray.run_cohort` on the store the flags name."""
     run_id = events.run_id
     members = tuple(parse_members(args.members) if args.members is not None
                     else member_names(args.cohort_size or DEFAULT_COHORT_SIZE))
-    load_predictor(args.predictor)  # bad input is refused here, before anything is written
+    resolve_predictor(args.predictor)  # bad input is refused here, before anything is written
     target = store_target(args, env)
     # Keys S3 would refuse: exit 2 before Ray or a server starts.
     check_key_lengths(target.prefix, run_id, members, args.format)
     if args.resume and args.run_id is None:
         raise InputError("--resume was given without --run-id; expected the id of the run "
                          "to finish")
-    cfg = RunConfig(run_id=run_id, members=members, rows=args.rows, codec=args.format,
-                    predictor=args.predictor, address=args.address, num_cpus=args.num_cpus,
-                    verify=args.verify, stall_timeout=float(args.stall_timeout),
-                    resume=args.resume)
     with open_config(target, args, env) as (store_cfg, _):
         progress = Progress(len(members))
         events.before_write = progress.clear
-        return run_cohort(cfg, store_cfg, events, progress)
+        return run_cohort(Store(store_cfg), run_id, members, args.predictor, rows=args.rows,
+                          codec=args.format, address=args.address, num_cpus=args.num_cpus,
+                          verify=args.verify, resume=args.resume,
+                          stall_timeout=float(args.stall_timeout), events=events,
+                          progress=progress)
 
 
 def cmd_smoke(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> SmokeReport:
@@ -156,53 +153,12 @@ def cmd_smoke(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> S
 
 
 def cmd_gate(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Summary:
-    run_id = events.run_id
+    """``s43-ray gate``: :func:`s43_ray.gate_run` on the store the flags name."""
     explicit = parse_members(args.members) if args.members is not None else None
     if explicit is not None and args.expected is not None and args.expected != len(explicit):
         raise InputError(f"--expected {args.expected} differs from the {len(explicit)} members "
                          "named by --members; expected one of them, or both agreeing")
     with open_config(store_target(args, env), args, env) as (store_cfg, _):
-        layout = RunLayout(store_cfg.prefix, run_id)
-        store = open_store(store_cfg)
-        breaker = Circuit.for_store(store)
-        wstore = WatchedStore(store, breaker)
-        watched(breaker, wstore.check, what=f"checking {store_cfg.url}")
-        manifest = watched(breaker, lambda: read_manifest(wstore, layout),
-                           what=f"reading {layout.manifest_key}")
-        ledger = None if manifest else watched(breaker, lambda: latest_ledger(wstore, layout),
-                                               what=f"reading {layout.run_prefix}_ledgers/")
-        recorded = manifest.members if manifest else (ledger.members if ledger else None)
-        members = _gate_members(run_id, store_cfg.url, recorded, explicit, args.expected)
-        known: Codec | None = manifest.codec if manifest else (ledger.codec if ledger else None)
-        codec: Codec = args.format or known or DEFAULT_CODEC
-        if known and args.format and args.format != known:
-            raise InputError(f"--format {args.format} differs from the run's format "
-                             f"{known}; expected {known}")
-        check_key_lengths(store_cfg.prefix, run_id, members, codec)
-        return gate_existing(store_cfg, layout, members=members, codec=codec,
-                             expected=len(members), events=events, verify=args.verify)
-
-
-def _gate_members(run_id: str, url: str, cohort: Sequence[str] | None,
-                  explicit: list[str] | None, expected: int | None) -> list[str]:
-    """The cohort a gate checks: the run's record (or, if it was lost, its latest ledger);
-    ``--members``/``--expected`` must agree with it (a verdict over part of a cohort would read
-    as the whole run's), and name it only when the run has neither."""
-    if cohort is None:
-        if explicit:
-            return explicit
-        if expected:
-            return member_names(expected)
-        raise InputError(f"run {run_id!r} has no manifest in {url}; expected --expected N or "
-                         "--members a,b,c")
-    recorded = list(cohort)
-    if explicit is not None and sorted(explicit) != sorted(recorded):
-        gone = sorted(set(recorded) - set(explicit))
-        extra = sorted(set(explicit) - set(recorded))
-        raise InputError(f"--members names {len(explicit)} members but run {run_id!r} records "
-                         f"{len(recorded)} (not named: {gone[:5]}, not in the run: {extra[:5]}); "
-                         "expected the run's members, or no --members")
-    if expected is not None and expected != len(recorded):
-        raise InputError(f"--expected {expected} differs from the {len(recorded)} members run "
-                         f"{run_id!r} records; expected {len(recorded)}, or no --expected")
-    return recorded
+        return gate_run(Store(store_cfg), events.run_id, members=explicit,
+                        expected=args.expected, codec=args.format, verify=args.verify,
+                        events=events)

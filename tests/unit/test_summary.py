@@ -13,7 +13,7 @@ def _summary(**overrides: object) -> Summary:
     fields: dict[str, object] = {"run_id": "r1", "status": "passed", "expected": 4,
                                  "cohort_count": 4, "missing": [], "invalid": {},
                                  "unexpected": [], "gate_persisted": True,
-                                 "gate_key": "p/r1/_gate.json"}
+                                 "gate_key": "p/r1/_gate.json", "store": "s3://s43-local/p"}
     fields.update(overrides)
     return Summary(**fields)  # type: ignore[arg-type]
 
@@ -68,7 +68,7 @@ def test_human_summary_names_the_verdict_and_missing_members() -> None:
 
     assert "FAILED 3/4" in text
     assert "missing (1): m00002" in text
-    assert "NOT persisted to p/r1/_gate.json" in text
+    assert "NOT persisted to s3://s43-local/p/r1/_gate.json" in text
 
 
 def test_human_summary_shortens_long_member_lists() -> None:
@@ -79,3 +79,24 @@ def test_human_summary_shortens_long_member_lists() -> None:
     assert "missing (25): m00000" in text
     assert "(+15 more)" in text
     assert "m00024" not in text
+
+
+def test_human_summary_says_why_each_invalid_member_failed() -> None:
+    text = _summary(status="failed", cohort_count=2, store="s3://bkt/p", invalid={
+        "m00001": "checksum: payload checksum crc64nvme:AAAA does not match the ledger's",
+        "m00003": "wrong_run: object is bound to run 'other'; expected 'r1'"},
+        persist_failed={"m00002": "auth: AccessDenied on PUT"}).human()
+
+    lines = text.splitlines()
+    assert "  invalid (2):" in lines
+    assert any(line.split()[:2] == ["m00001", "checksum:"] for line in lines)
+    assert any("m00003" in line and "bound to run 'other'" in line for line in lines)
+    assert any("m00002" in line and "AccessDenied" in line for line in lines)
+
+
+def test_human_summary_names_the_verdict_as_a_url_to_paste() -> None:
+    s3 = _summary(store="s3://bkt/p", gate_key="p/r1/_gate.json").human()
+    local = _summary(store="file:///mnt/shared", gate_key="p/r1/_gate.json").human()
+
+    assert "  verdict: s3://bkt/p/r1/_gate.json" in s3.splitlines()
+    assert "  verdict: file:///mnt/shared/p/r1/_gate.json" in local.splitlines()
