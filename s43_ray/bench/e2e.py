@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cluster import quiet_token_auth_notice
 from ..codec import Codec
 from ..config import Secret, StoreConfig
 from ..gate import GATE_CONCURRENCY, run_gate
@@ -210,11 +211,14 @@ def _child() -> int:
     cfg = _store_from_json(spec["store"])
     by_value = spec["mode"] == "value"
     store_bytes = VALUE_OBJECT_STORE_BYTES if by_value else REF_OBJECT_STORE_BYTES
-    if spec["address"]:
-        ray.init(address=spec["address"], logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=COHORT_NUM_CPUS, object_store_memory=store_bytes,
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    with quiet_token_auth_notice():
+        if spec["address"]:
+            ray.init(address=spec["address"], logging_level=logging.WARNING,
+                     log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=COHORT_NUM_CPUS, object_store_memory=store_bytes,
+                     include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False)
 
     @ray.remote
     def warm() -> int:

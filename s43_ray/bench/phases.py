@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, TextIO
 
+from ..cluster import quiet_token_auth_notice
 from ..config import StoreConfig
 from ..stores.s3 import S3Store
 from . import e2e, report
@@ -103,8 +104,10 @@ def ray_context_phase(plan: Plan, env: ops.Env, err: TextIO) -> list[dict[str, A
         store_bytes = max(RAY_CONTEXT_MIN_STORE_BYTES, 2 * max(plan.sizes) + 64 * MiB)
         on_main = threading.current_thread() is threading.main_thread()
         sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
-        ray.init(address="local", num_cpus=e2e.COHORT_NUM_CPUS, object_store_memory=store_bytes,
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        with quiet_token_auth_notice():
+            ray.init(address="local", num_cpus=e2e.COHORT_NUM_CPUS,
+                     object_store_memory=store_bytes, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=False)
         if on_main and sigterm is not None:  # Ray's crash handler would abort on SIGTERM
             signal.signal(signal.SIGTERM, sigterm)
         started = True

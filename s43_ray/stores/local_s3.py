@@ -44,6 +44,11 @@ _PORT_FLAGS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
     "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
 )
+# The maintenance workers inside `weed mini` (4.48) dial the admin server's gRPC at its HTTP
+# port + 10000, whatever -admin.port.grpc says: any other admin gRPC port leaves them retrying
+# for as long as the server runs, a "connection refused" line in weed.log every few seconds.
+# So the admin's gRPC port is always its HTTP port + this.
+ADMIN_GRPC_OFFSET = 10000
 _PR_SET_PDEATHSIG = 1
 
 
@@ -70,7 +75,7 @@ def free_ports(count: int) -> list[int]:
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-            # weed derives nothing from these, but keep grpc = port + 10000 collisions away.
+            # Below 55000, so that port + 10000 is a port too (ADMIN_GRPC_OFFSET).
             if port < 55000:
                 ports.append(port)
             socks.append(s)
@@ -78,6 +83,25 @@ def free_ports(count: int) -> list[int]:
         for s in socks:
             s.close()
     return ports
+
+
+def weed_ports() -> list[int]:
+    """Free loopback ports for :data:`_PORT_FLAGS`, the admin's gRPC port at its HTTP port +
+    :data:`ADMIN_GRPC_OFFSET`, where the server's own maintenance workers look for it."""
+    admin, admin_grpc = _PORT_FLAGS.index("admin.port"), _PORT_FLAGS.index("admin.port.grpc")
+    for _ in range(100):
+        ports = free_ports(len(_PORT_FLAGS))
+        ports[admin_grpc] = ports[admin] + ADMIN_GRPC_OFFSET
+        if ports.count(ports[admin_grpc]) > 1:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", ports[admin_grpc]))
+            except OSError:
+                continue
+        return ports
+    raise StoreUnreachable("no free port pair for the embedded S3 server's admin "
+                           f"(P and P+{ADMIN_GRPC_OFFSET}) on 127.0.0.1 after 100 tries")
 
 
 def default_data_dir() -> Path:
@@ -194,16 +218,10 @@ class LocalS3:
         admin = next((i for i in identities if "Admin" in i.get("actions", [])), identities[0])
         cred = admin["credentials"][0]
         self.access_key_id, self._secret = cred["accessKey"], cred["secretKey"]
-        ports = self._ports or free_ports(len(_PORT_FLAGS))
+        ports = self._ports or weed_ports()
         self.ports = list(ports)  # a restart on the same ports (and data) is the same server
-        flags = [f"-{name}={port}" for name, port in zip(_PORT_FLAGS, ports, strict=True)]
         (self.data_dir / "data").mkdir(exist_ok=True)
-        cmd = [find_weed(), "mini", f"-dir={self.data_dir / 'data'}", f"-ip={self.bind_ip}",
-               f"-ip.bind={self.bind_ip}", *flags, "-admin.ui=false", "-webdav=false",
-               "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-               f"-s3.config={self.data_dir / 's3-identities.json'}",
-               f"-s3.localSocket={self.data_dir / 's3.sock'}",
-               f"-filer.localSocket={self.data_dir / 'filer.sock'}"]
+        cmd = self.command(ports)
         self._log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - closed in stop()
         if self._launcher is not None:
             cmd = self._launcher(cmd)
@@ -215,6 +233,16 @@ class LocalS3:
         if self._wait:
             self._wait_ready()
             create_bucket_when_up(self.store_config(), self.bucket)
+
+    def command(self, ports: list[int]) -> list[str]:
+        """The ``weed mini`` command line for ``ports`` (one per :data:`_PORT_FLAGS`)."""
+        flags = [f"-{name}={port}" for name, port in zip(_PORT_FLAGS, ports, strict=True)]
+        return [find_weed(), "mini", f"-dir={self.data_dir / 'data'}", f"-ip={self.bind_ip}",
+                f"-ip.bind={self.bind_ip}", *flags, "-admin.ui=false", "-webdav=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                f"-s3.config={self.data_dir / 's3-identities.json'}",
+                f"-s3.localSocket={self.data_dir / 's3.sock'}",
+                f"-filer.localSocket={self.data_dir / 'filer.sock'}"]
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
