@@ -273,3 +273,9 @@ def test_every_flag_and_command_in_help_has_text() -> None:
             elif not action.help or action.help == argparse.SUPPRESS:
                 bare.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
     assert bare == []
+
+
+def test_test_files_have_unique_names() -> None:
+    """pytest imports test modules by basename (no __init__.py): two alike abort collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

@@ -1,5 +1,5 @@
 """The public API on a ``file://`` store, in this process (no Ray, no S3): claim, persist,
-gate, load, read back, and every refusal a user meets. tests/integration/test_api.py runs the
+gate, load, read back, and every refusal a user meets. tests/integration/test_library_live.py runs the
 same on the real SeaweedFS and Ray, the example script included."""
 
 from __future__ import annotations
