@@ -1,6 +1,6 @@
 """The public API on a ``file://`` store, in this process (no Ray, no S3): claim, persist,
-gate, load, read back, and every refusal a user meets. tests/integration/test_library_live.py runs the
-same on the real SeaweedFS and Ray, the example script included."""
+gate, load, read back, and every refusal a user meets. tests/integration/test_library_live.py
+runs the same on the real SeaweedFS and Ray, the example script included."""
 
 from __future__ import annotations
 
