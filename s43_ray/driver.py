@@ -26,6 +26,7 @@ from .circuit import Circuit, CircuitConfig, WatchedStore, watched
 from .cluster import ray_session
 from .codec import DEFAULT_CODEC, Codec
 from .config import AnyStoreConfig
+from .early import EarlyChecks
 from .errors import ClusterError, CodecMismatch, InputError, S43Error, StoreUnreachable
 from .fanout import STALL_TIMEOUT_S, WAIT_BATCH, fan_out, first_line
 from .gate import GATE_CONCURRENCY, GateSpec, Verdict, gate_from_store, gate_task, run_gate
@@ -56,6 +57,9 @@ log = logging.getLogger("s43_ray.driver")
 # The gate task must answer within this long (it lists and verifies; 10,000 members take
 # seconds to minutes); past it the run exits 3.
 GATE_TIMEOUT_S = 1800.0
+# How long the gate waits for the early checks still running when the last member lands;
+# what is not done by then, the gate verifies itself.
+EARLY_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -113,32 +117,60 @@ def resume_plan(store: Store, layout: RunLayout, cfg: RunConfig, record: RunMani
     return reuse, [m for m in cfg.members if m not in reuse]
 
 
-def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
-               progress: Progress | None = None) -> Summary:
-    """The main job: claim the run, persist every member through S3, write the ledger, then
-    gate the cohort from the store."""
-    t0 = time.perf_counter()
-    metrics.watch_stores()
+@dataclass(frozen=True)
+class _Preflight:
+    """What the driver knows once the store answered and the run id may be claimed."""
+
+    store: Store
+    breaker: Circuit
+    wstore: WatchedStore
+    layout: RunLayout
+    wanted: RunManifest
+
+
+def _preflight(cfg: RunConfig, store_cfg: AnyStoreConfig) -> _Preflight:
+    """The store answers, and the run id may be claimed for this cohort: exit 3 or 2 before
+    anything is written."""
     store = open_store(store_cfg)
     breaker = Circuit.for_store(store, cfg.circuit)
     wstore = WatchedStore(store, breaker)
-    # Exit 3 before anything is written if the store is unreachable, refuses, or hangs.
     watched(breaker, wstore.check, what=f"checking {store_cfg.url}")
     layout = RunLayout(store_cfg.prefix, cfg.run_id)
     schema = declared_schema(resolve_predictor(cfg.predictor), cfg.rows)
     wanted = RunManifest.new(cfg.run_id, cfg.members, cfg.codec, cfg.rows,
                              predictor_name(cfg.predictor), schema)
-    # Another cohort under this run id, or a --resume of nothing, is refused (exit 2) before
-    # Ray starts; the atomic claim below decides races.
+    # Another cohort under this run id, or a --resume of nothing, is refused (exit 2); the
+    # atomic claim decides races.
     existing = watched(breaker, lambda: check_run(wstore, layout, wanted, resume=cfg.resume),
                        what=f"reading {layout.manifest_key}")
     if cfg.resume and existing is None:
         raise InputError(f"cannot resume run {cfg.run_id!r}: it has no record in "
                          f"{store_cfg.url}; expected a run started earlier (drop --resume to "
                          "start it)")
+    return _Preflight(store, breaker, wstore, layout, wanted)
+
+
+def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
+               progress: Progress | None = None, *,
+               store_starting: Callable[[], None] | None = None) -> Summary:
+    """The main job: claim the run, persist every member through S3, write the ledger, then
+    gate the cohort from the store.
+
+    The store is checked and the run id's record read before Ray starts (bad input exits 2
+    at once), except when ``store_starting`` is given: a server still coming up (the embedded
+    one), which then starts while Ray does, and is waited for once Ray is up."""
+    t0 = time.perf_counter()
+    metrics.watch_stores()
+    pre = None if store_starting is not None else _preflight(cfg, store_cfg)
     if progress is None:
         progress = Progress(len(cfg.members), enabled=False)
     with ray_session(cfg.address, cfg.num_cpus):
+        if pre is None:
+            assert store_starting is not None
+            store_starting()
+            pre = _preflight(cfg, store_cfg)
+        store, breaker, wstore, layout, wanted = (pre.store, pre.breaker, pre.wstore,
+                                                  pre.layout, pre.wanted)
         # Claimed only once the store and the cluster both answer: a refused run leaves nothing.
         claim = watched(breaker, lambda: claim_run(wstore, layout, wanted),
                         what=f"claiming {layout.manifest_key}")
@@ -159,28 +191,41 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                     schema=record.schema_digest)
         spec = TaskSpec(store_cfg, cfg.run_id, cfg.codec, cfg.rows, cfg.predictor,
                         attempt=attempt.number, schema=record.schema_digest)
-        outcomes = fan_out(spec, todo, events, progress, cfg.task_options,
-                           cfg.stall_timeout, cfg.member_options, cfg.on_outcome,
-                           circuit=breaker)
-        if breaker.is_open:
-            progress.clear()
-            return _circuit_summary(cfg, store_cfg, layout, events, outcomes, reused,
-                                    attempt.number, breaker.reason, time.perf_counter() - t0)
-        ledger = Ledger(cfg.run_id, attempt.number, cfg.codec, entries={
-            **reused, **{m: LedgerEntry(o.key, o.checksum, o.bytes, o.schema, attempt.number)
-                         for m, o in outcomes.items() if isinstance(o, PredictionRef)}},
-            failed={m: f"{o.error_class}: {o.message}"[:300] for m, o in outcomes.items()
-                    if isinstance(o, PersistFailure)},
-            cohort=tuple(cfg.members), token=attempt.token)
-        watched(breaker, lambda: write_ledger(wstore, layout, ledger),
-                what=f"writing {layout.ledger_key(attempt.number)}")
-        events.emit(ev.LEDGER_PERSISTED, key=layout.ledger_key(attempt.number),
-                    attempt=attempt.number, members=len(ledger.entries),
-                    failed=len(ledger.failed))
-        progress.status(f"gate: listing and verifying {len(cfg.members)} members ...")
+        early = EarlyChecks(wstore, layout, cfg.codec, cfg.verify, attempt.number,
+                            record.schema_digest, cfg.gate_concurrency)
+
+        def arrived(member: str, outcome: PersistOutcome) -> None:
+            if isinstance(outcome, PredictionRef):
+                early.submit(outcome)
+            if cfg.on_outcome is not None:
+                cfg.on_outcome(member, outcome)
+
+        try:
+            outcomes = fan_out(spec, todo, events, progress, cfg.task_options,
+                               cfg.stall_timeout, cfg.member_options, arrived,
+                               circuit=breaker)
+            if breaker.is_open:
+                progress.clear()
+                return _circuit_summary(cfg, store_cfg, layout, events, outcomes, reused,
+                                        attempt.number, breaker.reason, time.perf_counter() - t0)
+            ledger = Ledger(cfg.run_id, attempt.number, cfg.codec, entries={
+                **reused, **{m: LedgerEntry(o.key, o.checksum, o.bytes, o.schema, attempt.number)
+                             for m, o in outcomes.items() if isinstance(o, PredictionRef)}},
+                failed={m: f"{o.error_class}: {o.message}"[:300] for m, o in outcomes.items()
+                        if isinstance(o, PersistFailure)},
+                cohort=tuple(cfg.members), token=attempt.token)
+            watched(breaker, lambda: write_ledger(wstore, layout, ledger),
+                    what=f"writing {layout.ledger_key(attempt.number)}")
+            events.emit(ev.LEDGER_PERSISTED, key=layout.ledger_key(attempt.number),
+                        attempt=attempt.number, members=len(ledger.entries),
+                        failed=len(ledger.failed))
+            progress.status(f"gate: listing and verifying {len(cfg.members)} members ...")
+            seen = early.results(EARLY_WAIT_S)
+        finally:
+            early.close()  # its threads end; what is unfinished, the gate verifies
         verdict = _await_gate(gate_task.options(**cfg.gate_options).remote(GateSpec(
             store_cfg, cfg.run_id, tuple(cfg.members), cfg.codec, attempt.number, cfg.verify,
-            cfg.gate_concurrency, cfg.circuit)), cfg.gate_timeout)
+            cfg.gate_concurrency, cfg.circuit, seen=seen)), cfg.gate_timeout)
         # Inside the Ray session: the driver's metrics are flushed by ray.shutdown().
         metrics.record_gate(verdict.status)
         metrics.record_cohort(cfg.run_id, verdict.expected, verdict.cohort_count, store_cfg.url)

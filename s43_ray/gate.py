@@ -27,6 +27,7 @@ from . import metrics
 from .circuit import Circuit, CircuitConfig, WatchedStore, daemon_map, watched
 from .codec import Codec
 from .config import AnyStoreConfig
+from .early import Seen
 from .errors import (
     InputError,
     NotInLedger,
@@ -37,7 +38,7 @@ from .keys import RunLayout
 from .ledger import Ledger, attempt_numbers, latest_ledger, read_ledger
 from .manifest import RunManifest, read_manifest
 from .stores import open_store
-from .stores.base import Store
+from .stores.base import ObjectInfo, Store
 from .verify import Expectation, MemberCheck, VerifyMode, verify_member
 from .version import __version__
 
@@ -103,7 +104,8 @@ def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: 
              basis: Basis | None = None,
              circuit: CircuitConfig | None = None,
              failed: Mapping[str, str] | None = None,
-             prior_etag: str | None = None) -> Verdict:
+             prior_etag: str | None = None,
+             seen: Mapping[str, Seen] | None = None) -> Verdict:
     """Decide whether the run's cohort is complete, from the store's contents.
 
     ``refs`` is the attempt's ledger: when given, only members it lists can count, each
@@ -111,7 +113,9 @@ def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: 
     ``not_in_ledger``). Without it every object is checked against its own metadata.
     ``basis="no_ledger"`` checks the objects but cannot pass. A store that stops answering
     opens the circuit: :class:`~s43_ray.errors.StoreUnreachable` (exit 3) within about a
-    minute, whatever the per-request timeouts."""
+    minute, whatever the per-request timeouts. ``seen``: members the driver verified as their
+    references arrived (:mod:`s43_ray.early`); one whose listed object is still the one
+    checked is not verified again."""
     started, t0 = rfc3339_now(), time.perf_counter()
     basis = basis or ("ledger" if refs is not None else "metadata")
     run_id = layout.run_id
@@ -123,6 +127,7 @@ def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: 
     wanted = set(members)
     present: dict[str, str] = {}  # member -> key in the run's codec
     sizes: dict[str, int] = {}  # key -> size as listed
+    infos: dict[str, ObjectInfo] = {}  # key -> as listed (ETag, time)
     other_codec: dict[str, str] = {}  # member -> key written in another codec
     unexpected: list[str] = []
     listing = watched(breaker, lambda: list(watched_store.list(layout.run_prefix)),
@@ -130,6 +135,7 @@ def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: 
     listed = len(listing)
     for info in listing:
         sizes[info.key] = info.size
+        infos[info.key] = info
         if layout.is_control(info.key):
             continue
         found = layout.classify(info.key)
@@ -156,6 +162,11 @@ def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: 
                                 + (f"(its task failed: {why})" if why else
                                    "(written by another attempt or driver)"))
             checks[m] = MemberCheck(m, present[m], "invalid", error.error_class, str(error))
+    for m, early in (seen or {}).items():
+        key = present.get(m)
+        if key is not None and m not in checks and m in wanted \
+                and early.still(infos[key], (refs or {}).get(m) if refs is not None else None):
+            checks[m] = early.check(m)
     todo = [m for m in members if m in present and m not in checks]
     def verify(m: str) -> MemberCheck:
         return verify_member(watched_store, m, present[m], codec, (refs or {}).get(m), mode,
@@ -237,8 +248,8 @@ def load_basis(store: Store, layout: RunLayout, attempt: int | None = None) -> G
 def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], codec: Codec,
                     expected: int | None = None, mode: VerifyMode = "full",
                     concurrency: int = GATE_CONCURRENCY, node_id: str = "",
-                    attempt: int | None = None, circuit: CircuitConfig | None = None
-                    ) -> Verdict:
+                    attempt: int | None = None, circuit: CircuitConfig | None = None,
+                    seen: Mapping[str, Seen] | None = None) -> Verdict:
     """The gate as operators and the driver run it: record and ledger read from the store.
     The cohort must be the ledger's (exit 2 otherwise): a verdict over part of it would read
     as the whole run's."""
@@ -282,7 +293,7 @@ def gate_from_store(store: Store, layout: RunLayout, *, members: Sequence[str], 
                     concurrency=concurrency, node_id=node_id, declared_schema=declared,
                     attempt=ledger.attempt if ledger else attempt, basis=kind,
                     circuit=circuit, failed=ledger.failed if ledger else None,
-                    prior_etag=basis.prior_etag)
+                    prior_etag=basis.prior_etag, seen=seen if kind == "ledger" else None)
 
 
 @dataclass(frozen=True)
@@ -297,6 +308,7 @@ class GateSpec:
     mode: VerifyMode = "full"
     concurrency: int = GATE_CONCURRENCY
     circuit: CircuitConfig | None = None
+    seen: Mapping[str, Seen] | None = None  # members the driver verified as they arrived
 
     @property
     def layout(self) -> RunLayout:
@@ -313,4 +325,4 @@ def gate_task(spec: GateSpec) -> Verdict:
     return gate_from_store(open_store(spec.store), spec.layout,
                            members=spec.members, codec=spec.codec, mode=spec.mode,
                            concurrency=spec.concurrency, node_id=node, attempt=spec.attempt,
-                           circuit=spec.circuit)
+                           circuit=spec.circuit, seen=spec.seen)

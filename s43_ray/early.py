@@ -1,0 +1,140 @@
+"""Members verified as their references arrive, so that the gate's tail is one LIST.
+
+While the fan-out runs, the driver verifies each member from the store as soon as its
+reference comes back (a GET, checksum and decode in full mode; a HEAD in head mode), against
+what the reference says the store confirmed: the same check the gate makes, made early, from
+the store, never from the scheduler's word. The gate still lists the run and decides: it
+reuses an early check only when the object it lists is the one that was checked (same key,
+ETag, size and modification second; the ledger's checksum and attempt), and verifies every
+other member itself. An object rewritten after its early check has another ETag (a file
+store's changes on every write; S3's is the body's MD5, so only byte-identical content in the
+same second could pass unseen, and then the bytes are the ones verified).
+
+Checks run on daemon threads: a store that hangs leaves them waiting, never the driver (the
+gate verifies whatever has no early result).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from .codec import Codec
+from .keys import RunLayout
+from .stores.base import ObjectInfo, Store
+from .task import PredictionRef
+from .verify import Expectation, MemberCheck, VerifyMode, verify_member
+
+# Verifications in flight at once: the gate's own concurrency.
+EARLY_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An early check that passed: what the gate compares with its listing."""
+
+    key: str
+    etag: str
+    size: int
+    modified_s: int | None  # whole seconds (HEAD and LIST differ below that)
+    checksum: str
+    attempt: int | None
+    schema: str
+    downloaded: bool
+    read_seconds: float
+
+    def still(self, info: ObjectInfo, expect: Expectation | None) -> bool:
+        """Whether ``info`` (from the gate's LIST) is the object this check verified, and it
+        was verified against ``expect`` (the ledger's entry)."""
+        if info.key != self.key or info.etag != self.etag or info.size != self.size:
+            return False
+        if _second(info.last_modified) != self.modified_s:
+            return False
+        if expect is None:
+            return True
+        return (expect.checksum == self.checksum and expect.bytes == self.size
+                and (expect.attempt is None or expect.attempt == self.attempt)
+                and (not expect.schema or expect.schema == self.schema))
+
+    def check(self, member: str) -> MemberCheck:
+        return MemberCheck(member, self.key, "ok", bytes=self.size,
+                           read_seconds=self.read_seconds, downloaded=self.downloaded,
+                           checksum=self.checksum, attempt=self.attempt, schema=self.schema,
+                           etag=self.etag)
+
+
+def _second(ts: float | None) -> int | None:
+    return None if ts is None else int(ts)
+
+
+class EarlyChecks:
+    """Verify members as their references arrive (see the module docstring)."""
+
+    def __init__(self, store: Store, layout: RunLayout, codec: Codec, mode: VerifyMode,
+                 attempt: int, declared_schema: str,
+                 concurrency: int = EARLY_CONCURRENCY) -> None:
+        self._store, self._layout, self._codec, self._mode = store, layout, codec, mode
+        self._attempt, self._schema = attempt, declared_schema
+        self._todo: queue.Queue[PredictionRef | None] = queue.Queue()
+        self._seen: dict[str, Seen] = {}
+        self._lock = threading.Lock()
+        self._submitted = 0
+        self._finished = 0
+        self._done = threading.Condition(self._lock)
+        self._closed = False
+        self._workers = [threading.Thread(target=self._work, daemon=True,
+                                          name=f"s43-early-{i}") for i in range(concurrency)]
+        for w in self._workers:
+            w.start()
+
+    def submit(self, ref: PredictionRef) -> None:
+        with self._lock:
+            self._submitted += 1
+        self._todo.put(ref)
+
+    def _work(self) -> None:
+        while (ref := self._todo.get()) is not None:
+            try:
+                seen = self._verify(ref)
+            except Exception:  # the gate verifies it itself: nothing is lost here
+                seen = None
+            with self._lock:
+                if seen is not None:
+                    self._seen[ref.member] = seen
+                self._finished += 1
+                self._done.notify_all()
+
+    def _verify(self, ref: PredictionRef) -> Seen | None:
+        expect = Expectation(ref.checksum, ref.bytes, ref.schema, self._attempt)
+        c = verify_member(self._store, ref.member, ref.key, self._codec, expect, self._mode,
+                          ref.bytes, run_id=self._layout.run_id,
+                          declared_schema=self._schema)
+        if c.status != "ok" or not c.etag:
+            return None
+        return Seen(c.key, c.etag, c.bytes, _second(c.last_modified), c.checksum, c.attempt,
+                    c.schema, c.downloaded, c.read_seconds)
+
+    def results(self, timeout: float) -> dict[str, Seen]:
+        """The checks that passed, once every submitted one finished or ``timeout`` passed
+        (those still running are left to the gate); stops the workers."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._finished < self._submitted:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._done.wait(left)
+            seen = dict(self._seen)
+        self.close()
+        return seen
+
+    def close(self) -> None:
+        """Stop the workers once the checks queued are done (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for _ in self._workers:
+            self._todo.put(None)
