@@ -63,8 +63,10 @@ def run_cohort(store: Store, run_id: str | None, members: Sequence[str],
                     stall_timeout=float(stall_timeout), resume=resume,
                     task_options=dict(task_options or {}))
     log = events.for_run(run_id) if events is not None else ev.EventLog(
-        run_id=run_id, min_severity="warning")
-    return drive(cfg, store.config, log, progress)
+        run_id=run_id, min_severity="warning", keep=False)
+    # An embedded server still starting comes up while Ray does.
+    return drive(cfg, store.config, log, progress,
+                 store_starting=store.wait_ready if store.starting else None)
 
 
 def gate_run(store: Store, run_id: str, *, members: Sequence[str] | None = None,
@@ -95,7 +97,7 @@ def gate_run(store: Store, run_id: str, *, members: Sequence[str] | None = None,
     chosen: Codec = codec or known or DEFAULT_CODEC
     check_key_lengths(store.prefix, run_id, cohort, chosen)
     log = events.for_run(run_id) if events is not None else ev.EventLog(
-        run_id=run_id, min_severity="warning")
+        run_id=run_id, min_severity="warning", keep=False)
     return gate_existing(store.config, layout, members=cohort, codec=chosen,
                          expected=len(cohort), events=log, verify=verify)
 

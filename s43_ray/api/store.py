@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -57,11 +57,15 @@ class Store:
     >>> run = store.start_run("exp-42", members=["m0", "m1"])       # doctest: +SKIP
     """
 
-    def __init__(self, config: AnyStoreConfig) -> None:
+    def __init__(self, config: AnyStoreConfig, *,
+                 ready: Callable[[], None] | None = None) -> None:
+        """``ready``: for a server still starting (the embedded one), what waits until it
+        answers; called once, before this process first uses the store."""
         if not isinstance(config, (StoreConfig, FileStoreConfig)):
             raise InputError(f"Store({config!r}): expected a StoreConfig or FileStoreConfig "
                              "(or use s43_ray.open_store(url))")
         self._config = config
+        self._ready = ready
 
     # -- what it is ----------------------------------------------------------------------------
     @property
@@ -108,9 +112,21 @@ class Store:
         """Nothing to release: clients are per process and cached per config. Kept so a store
         can be used in ``with`` like other resources (the embedded one: :func:`local_store`)."""
 
+    @property
+    def starting(self) -> bool:
+        """Whether the server is still starting (see :meth:`wait_ready`)."""
+        return self._ready is not None
+
+    def wait_ready(self) -> None:
+        """Wait until a server still starting answers (a no-op for any other store)."""
+        if self._ready is not None:
+            self._ready()
+            self._ready = None
+
     def client(self) -> Client:
         """This process's client for the store (the low-level protocol of
         :mod:`s43_ray.stores.base`)."""
+        self.wait_ready()
         return open_client(self._config)
 
     def check(self) -> None:
@@ -296,5 +312,5 @@ def local_store(data_dir: str | Path | None = None, *, prefix: str = DEFAULT_PRE
     """The embedded S3 server (SeaweedFS on 127.0.0.1, started here, stopped on exit) as a
     :class:`Store`: what the CLI uses when given no ``--store``. For one machine: a local Ray
     cluster's workers reach it; a remote cluster's do not."""
-    with LocalS3(data_dir) as server:
-        yield Store(server.store_config(prefix))
+    with LocalS3(data_dir, wait=False) as server:  # it comes up while the caller goes on
+        yield Store(server.store_config(prefix), ready=server.ready)

@@ -119,10 +119,12 @@ def cmd_run(args: argparse.Namespace, env: EnvDefaults, events: EventLog) -> Sum
     if args.resume and args.run_id is None:
         raise InputError("--resume was given without --run-id; expected the id of the run "
                          "to finish")
-    with open_config(target, args, env) as (store_cfg, _):
+    # The embedded server, if it is the store, comes up while Ray starts.
+    with open_config(target, args, env, wait=False) as (store_cfg, server):
         progress = Progress(len(members))
         events.before_write = progress.clear
-        return run_cohort(Store(store_cfg), run_id, members, args.predictor, rows=args.rows,
+        store = Store(store_cfg, ready=server.ready if server is not None else None)
+        return run_cohort(store, run_id, members, args.predictor, rows=args.rows,
                           codec=args.format, address=args.address, num_cpus=args.num_cpus,
                           verify=args.verify, resume=args.resume,
                           stall_timeout=float(args.stall_timeout), events=events,

@@ -124,10 +124,11 @@ def store_target(args: argparse.Namespace, env: EnvDefaults, *,
 
 
 @contextlib.contextmanager
-def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults
-                ) -> Iterator[tuple[AnyStoreConfig, LocalS3 | None]]:
+def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults, *,
+                wait: bool = True) -> Iterator[tuple[AnyStoreConfig, LocalS3 | None]]:
     """The config ``target`` names with every setting resolved, and the embedded server for
-    the length of the block when it is the one used."""
+    the length of the block when it is the one used (``wait=False``: started, not yet
+    answering; its user calls ``server.ready()`` first)."""
     sources: dict[str, str] = {}
 
     def pick(field: str, flag: str, value: T | None, env_name: str,
@@ -178,7 +179,7 @@ def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults
     if args.endpoint_url:  # given on the command line (an endpoint from the env is ignored)
         raise InputError(f"--endpoint-url {args.endpoint_url!r} was given without --store; "
                          "expected --store s3://BUCKET/PREFIX too")
-    with LocalS3(args.local_dir or env.local_dir) as server:
+    with LocalS3(args.local_dir or env.local_dir, wait=wait) as server:
         yield settle(server.store_config()), server
 
 

@@ -156,6 +156,7 @@ class LocalS3:
         self._log: IO[bytes] | None = None
         self.access_key_id = ""
         self._secret = ""
+        self._ready = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalS3:
@@ -230,9 +231,19 @@ class LocalS3:
                                      cwd=self.data_dir)
         self.endpoint_url = f"http://{self.bind_ip}:{ports[_PORT_FLAGS.index('s3.port')]}"
         (self.data_dir / "weed.pid").write_text(f"{self.proc.pid}\n")
+        self._ready = False
         if self._wait:
-            self._wait_ready()
-            create_bucket_when_up(self.store_config(), self.bucket)
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait until the server answers and its bucket exists (once; a no-op afterwards). A
+        server started with ``wait=False`` comes up while the caller does something else
+        (the CLI starts Ray meanwhile); its first user calls this."""
+        if self._ready:
+            return
+        self._wait_ready()
+        create_bucket_when_up(self.store_config(), self.bucket)
+        self._ready = True
 
     def command(self, ports: list[int]) -> list[str]:
         """The ``weed mini`` command line for ``ports`` (one per :data:`_PORT_FLAGS`)."""
