@@ -64,11 +64,14 @@ class EventLog:
 
     def __init__(self, stream: TextIO | None = None, *, run_id: str = "",
                  min_severity: Severity = "info",
-                 before_write: Callable[[], None] | None = None) -> None:
+                 before_write: Callable[[], None] | None = None, keep: bool = True) -> None:
+        """``keep``: remember every record (for a caller that reads them back, e.g. tests); a
+        command that only writes them keeps none (a 20,000-member run emits 20,000)."""
         self.stream = stream if stream is not None else sys.stderr
         self.run_id = run_id
         self.min_level = SEVERITIES.index(min_severity)  # lower ones are kept, not written
         self.records: list[dict[str, Any]] = []
+        self.keep = keep
         self._lock = threading.Lock()
         self.before_write = before_write  # e.g. clear a progress bar on the terminal
 
@@ -78,7 +81,8 @@ class EventLog:
         record.update(_safe(fields))
         line = json.dumps(record, separators=(",", ":"), default=str)
         with self._lock:
-            self.records.append(record)
+            if self.keep:
+                self.records.append(record)
             if SEVERITIES.index(severity) < self.min_level:
                 return record
             if self.before_write:
@@ -92,7 +96,7 @@ class EventLog:
         """The same log (stream, records, threshold) for another run's events; its hook is
         ``before_write``, else this log's."""
         other = EventLog(self.stream, run_id=run_id, min_severity=SEVERITIES[self.min_level],
-                         before_write=before_write or self.before_write)
+                         before_write=before_write or self.before_write, keep=self.keep)
         other.records, other._lock = self.records, self._lock
         return other
 

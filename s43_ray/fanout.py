@@ -83,13 +83,17 @@ def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
         done, _ = ray.wait(list(pending), num_returns=min(len(pending), WAIT_BATCH),
                            timeout=WAIT_TIMEOUT_S)
         finished: list[tuple[str, PersistOutcome]] = []
-        for obj in done:
-            member = pending.pop(obj)
-            try:
-                finished.append((member, ray.get(obj)))
-            except RayError as exc:
-                key = layout.member_key(member, spec.codec)
-                finished.append((member, ray_failure(spec, member, key, exc)))
+        try:  # one call for the batch; one per object only when some task failed
+            values = ray.get(done) if done else []
+            finished += [(pending.pop(obj), v) for obj, v in zip(done, values, strict=True)]
+        except RayError:
+            for obj in done:
+                member = pending.pop(obj)
+                try:
+                    finished.append((member, ray.get(obj)))
+                except RayError as exc:
+                    key = layout.member_key(member, spec.codec)
+                    finished.append((member, ray_failure(spec, member, key, exc)))
         if done:
             last_done = time.monotonic()
         elif time.monotonic() - last_done > stall_timeout:

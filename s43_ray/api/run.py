@@ -159,7 +159,7 @@ class Run:
             raise InputError(f"verify {verify!r} is not valid; expected one of "
                              f"{list(VERIFY_MODES)}")
         log = events if events is not None else ev.EventLog(run_id=self.run_id,
-                                                            min_severity="warning")
+                                                            min_severity="warning", keep=False)
         client = self.store.client()
         breaker = Circuit.for_store(client)
         wstore = WatchedStore(client, breaker)

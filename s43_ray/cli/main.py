@@ -116,7 +116,7 @@ def _main(args: argparse.Namespace, env: EnvDefaults, out: TextIO, err: TextIO) 
     level: Severity = args.events or ("warning" if err.isatty() else "info")
     events: EventLog | None = None
     try:
-        events = EventLog(err, min_severity=level, run_id=run_id_of(args))
+        events = EventLog(err, min_severity=level, run_id=run_id_of(args), keep=False)
         summary = COMMANDS[args.command](args, env, events)
     except S43Error as exc:
         return _fail(args, out, err, exc.exit_code, exc.error_class, str(exc), events)
