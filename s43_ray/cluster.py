@@ -128,9 +128,26 @@ def loopback_only_head(address: str) -> bool:
 
 
 @contextlib.contextmanager
-def _loopback_driver(on: bool) -> Iterator[None]:
+def scoped_env(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` for the length of the block (the processes started in it
+    inherit it); the previous value, or its absence, afterwards."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextlib.contextmanager
+def loopback_ray(on: bool = True, *, spawned: bool = False) -> Iterator[None]:
     """While ``on``: Ray resolves 127.0.0.1 to itself, not to the outbound address (the switch
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets at import). Only ``ray.init`` reads it."""
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets at import; ``ray.init`` reads it). ``spawned``:
+    the processes Ray starts meanwhile (the raylets of a cluster it builds) too, through that
+    variable."""
     if not on:
         yield
         return
@@ -139,7 +156,9 @@ def _loopback_driver(on: bool) -> Iterator[None]:
     previous = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        yield
+        with (scoped_env(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0") if spawned
+              else contextlib.nullcontext()):
+            yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = previous
 
@@ -176,7 +195,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
     on_main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
-        with quiet_token_auth_notice(), _loopback_driver(loopback):
+        with quiet_token_auth_notice(), loopback_ray(loopback):
             ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError, RayError) as exc:
         raise ray_init_error(address or "a local cluster", exc) from exc

@@ -256,6 +256,19 @@ class EnvDefaults:
     sse_c_key: Secret | None = None  # the raw variable, unchecked until a command uses it
 
 
+def env_max_attempts(raw: str | None) -> int | None:
+    """``S43_S3_MAX_ATTEMPTS`` as an integer (None when unset); :class:`InputError` naming the
+    variable when it is not one (its range is checked by :class:`StoreConfig`)."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        lo, hi = MAX_ATTEMPTS_RANGE
+        raise InputError(f"{ENV_MAX_ATTEMPTS}={raw!r} is not valid; expected an integer "
+                         f"{lo}..{hi}") from None
+
+
 def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
     """Read the environment once, at the CLI boundary."""
     env = os.environ if environ is None else environ

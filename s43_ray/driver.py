@@ -33,7 +33,7 @@ from .gate import GATE_CONCURRENCY, GateSpec, Verdict, gate_from_store, gate_tas
 from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
-from .outcome import persist_verdict, report_verdict, summarize
+from .outcome import newer_if_latest, persist_verdict, report_verdict, summarize
 from .predict import (
     DEFAULT_PREDICTOR,
     PredictorLike,
@@ -46,7 +46,7 @@ from .stores import open_store
 from .stores.base import Store
 from .summary import Summary
 from .task import PersistFailure, PersistOutcome, PredictionRef, TaskSpec
-from .verdicts import Saved, newer_attempt
+from .verdicts import Saved
 from .verify import VerifyMode
 
 __all__ = ["STALL_TIMEOUT_S", "WAIT_BATCH", "RunConfig", "gate_existing", "run_cohort",
@@ -232,21 +232,13 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
     progress.clear()
     report_verdict(verdict, events, store_cfg.endpoint_url)
     saved = _persist(breaker, wstore, layout, verdict, events)
+    newer = watched(breaker, lambda: newer_if_latest(wstore, layout, verdict, saved),
+                    what=f"listing the attempts of run {cfg.run_id!r}")
     summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
                         gate_persisted=saved is not None, wall=time.perf_counter() - t0,
-                        outcomes=outcomes, saved=saved)
+                        outcomes=outcomes, saved=saved, newer=newer)
     summary.reused = len(reused)
     summary.computed = sum(isinstance(o, PredictionRef) for o in outcomes.values())
-    newer = watched(breaker, lambda: newer_attempt(wstore, layout, attempt.number),
-                    what=f"listing the attempts of run {cfg.run_id!r}")
-    if summary.status == "passed" and newer:
-        # Its verdict is the latest, but an attempt started meanwhile may rewrite members:
-        # report (and the library's reads) call it stale; this run does not report a pass.
-        summary.status = "failed"
-        summary.reason = (f"run {cfg.run_id!r}: superseded: this gate passed (attempt "
-                          f"{attempt.number}), but attempt {newer} started meanwhile and may "
-                          f"rewrite members; `s43-ray gate --run-id {cfg.run_id}` once it is "
-                          "done")
     return summary
 
 

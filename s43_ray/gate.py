@@ -164,8 +164,8 @@ def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: 
             checks[m] = MemberCheck(m, present[m], "invalid", error.error_class, str(error))
     for m, early in (seen or {}).items():
         key = present.get(m)
-        if key is not None and m not in checks and m in wanted \
-                and early.still(infos[key], (refs or {}).get(m) if refs is not None else None):
+        if key is not None and m not in checks \
+                and early.still(infos[key], (refs or {}).get(m)):
             checks[m] = early.check(m)
     todo = [m for m in members if m in present and m not in checks]
     def verify(m: str) -> MemberCheck:

@@ -12,7 +12,7 @@ from .keys import RunLayout
 from .stores.base import Store
 from .summary import Summary, latency_stats
 from .task import PersistFailure, PersistOutcome, PredictionRef
-from .verdicts import Saved, save_verdict
+from .verdicts import Saved, newer_attempt, save_verdict
 
 
 def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) -> None:
@@ -61,10 +61,42 @@ def persist_verdict(store: Store, layout: RunLayout, verdict: Verdict,
     return saved
 
 
+def superseded(verdict: Verdict, gate_key: str, saved: Saved | None,
+               newer: int | None) -> str:
+    """Why a gate that passed does not vouch for the cohort now ("" when it does): the run's
+    latest verdict is another (a newer attempt's, or a failing one another gate of this attempt
+    wrote meanwhile: ``saved`` says), or attempt ``newer`` started meanwhile and may rewrite
+    members (report and the library's reads call such a verdict stale). Either way the
+    command does not report a pass."""
+    if not verdict.passed:
+        return ""
+    run = verdict.run_id
+    if saved is not None and not saved.latest:
+        return (f"run {run!r}: superseded: this gate passed (attempt {verdict.attempt}), but "
+                f"{gate_key} holds attempt {saved.latest_attempt}'s verdict "
+                f"({saved.latest_status or 'unknown'}), written meanwhile; "
+                f"`s43-ray report --run-id {run}` says what holds now")
+    if newer:
+        return (f"run {run!r}: superseded: this gate passed (attempt {verdict.attempt}), but "
+                f"attempt {newer} started meanwhile and may rewrite members; "
+                f"`s43-ray gate --run-id {run}` once it is done")
+    return ""
+
+
+def newer_if_latest(store: Store, layout: RunLayout, verdict: Verdict,
+                    saved: Saved | None) -> int | None:
+    """The attempt started after ``verdict``'s, asked only when that matters: the verdict
+    passed and is the run's latest (no store call otherwise)."""
+    if not verdict.passed or saved is None or not saved.latest:
+        return None
+    return newer_attempt(store, layout, verdict.attempt)
+
+
 def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
               gate_persisted: bool, wall: float,
               outcomes: Mapping[str, PersistOutcome] | None = None,
-              saved: Saved | None = None) -> Summary:
+              saved: Saved | None = None, newer: int | None = None) -> Summary:
+    """The command's summary of ``verdict``; ``saved``/``newer`` as for :func:`superseded`."""
     refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
     failed = [o for o in (outcomes or {}).values() if isinstance(o, PersistFailure)]
     failures = {o.member: f"{o.error_class}: {o.message}" for o in failed}
@@ -76,15 +108,9 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate
     infra |= {o.member for o in failed
               if o.error_class in INFRA_ERROR_CLASSES and o.member not in counted}
     status, reason = verdict.status, verdict.reason
-    if verdict.passed and saved is not None and not saved.latest:
-        # This gate passed, but the run's latest verdict is another: a newer attempt's, or a
-        # failing one another gate of this attempt wrote meanwhile. Nothing vouches for the
-        # cohort now but that verdict: this command does not report a pass.
-        status = "failed"
-        reason = (f"run {verdict.run_id!r}: superseded: this gate passed (attempt "
-                  f"{verdict.attempt}), but {gate_key} holds attempt {saved.latest_attempt}'s "
-                  f"verdict ({saved.latest_status or 'unknown'}), written meanwhile; "
-                  f"`s43-ray report --run-id {verdict.run_id}` says what holds now")
+    why = superseded(verdict, gate_key, saved, newer)
+    if why:
+        status, reason = "failed", why
     return Summary(
         run_id=verdict.run_id, status=status, expected=verdict.expected,
         cohort_count=verdict.cohort_count, missing=verdict.missing, invalid=verdict.invalid,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,15 +57,20 @@ def _default_schema(rows: int) -> dict[str, tuple[str, tuple[int, ...]]]:
 default_predictor.s43_schema = _default_schema  # type: ignore[attr-defined]
 
 
+def array_specs(declared: Mapping[str, tuple[Any, Sequence[int]]]) -> dict[str, ArraySpec]:
+    """``{name: (dtype, shape)}`` (how a predictor's ``s43_schema`` and ``start_run(schema=)``
+    declare arrays) as specs; raises whatever the declaration gets wrong (callers name it)."""
+    return {str(name): ArraySpec(tuple(int(d) for d in shape), np.dtype(dtype).str)
+            for name, (dtype, shape) in declared.items()}
+
+
 def declared_schema(predictor: Predictor, rows: int) -> dict[str, ArraySpec] | None:
     """The schema a predictor declares through its ``s43_schema(rows)`` attribute, if any."""
     declare = getattr(predictor, "s43_schema", None)
     if declare is None:
         return None
     try:
-        declared = declare(rows)
-        return {str(name): ArraySpec(tuple(int(d) for d in shape), np.dtype(dtype).str)
-                for name, (dtype, shape) in declared.items()}
+        return array_specs(declare(rows))
     except Exception as exc:  # a user's declaration may be wrong in any way
         raise InvalidPredictor(f"predictor's s43_schema({rows}) is not valid ({type(exc).__name__}"
                                f": {exc}); expected {{name: (dtype, shape)}}") from exc

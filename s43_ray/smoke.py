@@ -34,7 +34,7 @@ from typing import Any
 import ray
 
 from . import events as ev
-from .cluster import keep_every_worker_log_line, node_affinity
+from .cluster import keep_every_worker_log_line, loopback_ray, node_affinity, scoped_env
 from .config import AnyStoreConfig, FileStoreConfig
 from .driver import RunConfig, run_cohort
 from .errors import ClusterError, InputError
@@ -51,21 +51,6 @@ log = logging.getLogger("s43_ray.smoke")
 
 # The environment variable naming each node's own folder: the pod-local store's root.
 POD_DIR_ENV = "S43_SMOKE_POD_DIR"
-
-
-@contextlib.contextmanager
-def _loopback_ray() -> Iterator[None]:
-    """Keep every Ray listener of the smoke's cluster on 127.0.0.1: unless this switch is off,
-    Ray replaces 127.0.0.1 with the host's outbound address."""
-    from ray._private import ray_constants  # read at import time; the CLI imported ray already
-
-    previous = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        with _env(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0"):  # for the raylets it spawns
-            yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = previous
 
 
 class LocalCluster:
@@ -124,7 +109,7 @@ def smoke_cluster(nodes: int, work_dir: str) -> Iterator[LocalCluster]:
     on_main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
-        with _loopback_ray():
+        with loopback_ray(spawned=True):
             keep_every_worker_log_line()
             try:
                 cluster.start()
@@ -141,19 +126,6 @@ def smoke_cluster(nodes: int, work_dir: str) -> Iterator[LocalCluster]:
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str) -> Iterator[None]:
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
 
 
 def _run_on(cluster: LocalCluster, cfg: SmokeConfig, run_id: str, members: tuple[str, ...],
@@ -209,7 +181,7 @@ def run_smoke(cfg: SmokeConfig, s3_cfg: AnyStoreConfig, events: ev.EventLog,
             # The same cohort over each node's own folder, as the old pipeline's pod /tmp.
             driver_dir = os.path.join(work, "driver")
             os.makedirs(driver_dir)
-            with _env(POD_DIR_ENV, driver_dir):
+            with scoped_env(POD_DIR_ENV, driver_dir):
                 pod, _, pod_written, _ = _run_on(
                     cluster, cfg, f"{run_id}__pod-local", members,
                     FileStoreConfig(root=f"${POD_DIR_ENV}"), events,

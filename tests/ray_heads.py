@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,3 +238,16 @@ def stop_head(head: RayHead) -> None:
         left = _wait_exit(left, STOP_GRACE_S)
     pids = sorted(p.pid for p in left)
     assert not left, f"processes of the test's Ray head still running: {pids}"
+
+
+@contextlib.contextmanager
+def running_head(head: RayHead) -> Iterator[RayHead]:
+    """``head`` for the block; then stopped (:func:`stop_head`) and its temp dir removed,
+    whatever happened in the block."""
+    try:
+        yield head
+    finally:
+        try:
+            stop_head(head)
+        finally:
+            shutil.rmtree(head.temp_dir, ignore_errors=True)

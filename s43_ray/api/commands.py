@@ -28,7 +28,7 @@ from ..predict import PredictorLike, resolve_predictor
 from ..progress import Progress
 from ..summary import Summary
 from ..verify import VerifyMode
-from .store import Store, _cohort
+from .store import Store, check_cohort
 
 __all__ = ["gate_run", "report_run", "run_cohort"]
 
@@ -53,7 +53,7 @@ def run_cohort(store: Store, run_id: str | None, members: Sequence[str],
     store's or the cluster's errors; a gate that fails is a :class:`Summary` with
     ``passed`` False, not an exception."""
     run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
-    cohort = _cohort(run_id, members)
+    cohort = check_cohort(run_id, members)
     resolve_predictor(predictor)  # refused here, before anything is written
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
         raise InputError(f"rows {rows!r} is not valid; expected a positive integer")

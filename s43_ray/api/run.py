@@ -37,9 +37,8 @@ from ..ledger import (
 )
 from ..manifest import read_manifest
 from ..ops.report import RunReport, report_run
-from ..outcome import persist_verdict, report_verdict
+from ..outcome import newer_if_latest, persist_verdict, report_verdict, superseded
 from ..task import PredictionRef, TaskSpec, write_member
-from ..verdicts import newer_attempt
 from ..verify import VERIFY_MODES, Expectation, VerifyMode, load_member
 from .reading import read_cohort_dataset, read_cohort_table, verified_cohort
 
@@ -183,20 +182,10 @@ class Run:
             raise StoreError(f"run {self.run_id!r}: the verdict ({verdict.status}) could not "
                              f"be saved to {self.layout.gate_key}; nothing vouches for the "
                              "cohort until a gate's verdict is saved")
-        if verdict.passed and not saved.latest:
-            return replace(verdict, status="failed", reason=(
-                f"run {self.run_id!r}: superseded: this gate passed (attempt "
-                f"{verdict.attempt}), but {self.layout.gate_key} holds attempt "
-                f"{saved.latest_attempt}'s verdict ({saved.latest_status or 'unknown'}), "
-                "written meanwhile"))
-        newer = watched(breaker, lambda: newer_attempt(wstore, self.layout, verdict.attempt),
+        newer = watched(breaker, lambda: newer_if_latest(wstore, self.layout, verdict, saved),
                         what=f"listing the attempts of run {self.run_id!r}")
-        if verdict.passed and newer:
-            return replace(verdict, status="failed", reason=(
-                f"run {self.run_id!r}: superseded: this gate passed (attempt "
-                f"{verdict.attempt}), but attempt {newer} started meanwhile and may rewrite "
-                "members; gate again once it is done"))
-        return verdict
+        why = superseded(verdict, self.layout.gate_key, saved, newer)
+        return replace(verdict, status="failed", reason=why) if why else verdict
 
     def _check_claim(self, store: WatchedStore) -> None:
         """The attempt this Run persists as must be the one it claimed: a ledger is written
@@ -226,6 +215,7 @@ class Run:
                              "PredictionRefs run.persist returned (or no argument, to re-check "
                              "the run from the store)")
         entries: dict[str, LedgerEntry] = {}
+        cohort = frozenset(self.members)  # once: a 20,000-member cohort is not scanned per ref
         for ref in refs:
             if not isinstance(ref, PredictionRef):
                 raise InputError(f"run {self.run_id!r}: gate() got a {type(ref).__name__}; "
@@ -234,10 +224,12 @@ class Run:
                 raise InputError(f"reference of member {ref.member!r} is of run {ref.run_id!r} "
                                  f"attempt {ref.run_attempt}; expected run {self.run_id!r} "
                                  f"attempt {self.attempt}")
-            self._member(ref.member)
-            if ref.key != self.key(ref.member):
+            if ref.member not in cohort:
+                self._member(ref.member)  # raises, naming the cohort
+            key = self.layout.member_key(ref.member, self.codec)
+            if ref.key != key:
                 raise InputError(f"reference of member {ref.member!r} names key {ref.key!r}; "
-                                 f"expected {self.key(ref.member)!r}")
+                                 f"expected {key!r}")
             entry = LedgerEntry(ref.key, ref.checksum, ref.bytes, ref.schema, self.attempt)
             if ref.member in entries and entries[ref.member] != entry:
                 raise InputError(f"member {ref.member!r} has two references with different "
@@ -309,11 +301,6 @@ class Run:
         """What the store says of this run now (``s43-ray report``): its record, its latest
         verdict re-checked from its own checks, and each member's object as it is now."""
         return report_run(self.store.client(), self.layout, head=head)
-
-    def require_passed(self) -> None:
-        """Raise :class:`~s43_ray.errors.GateFailed` unless the latest verdict passed, proves
-        it, and is of the newest attempt (what :meth:`read_table` checks first)."""
-        verified_cohort(self)
 
 
 def _resolve(refs: Iterable[Any]) -> list[PredictionRef]:

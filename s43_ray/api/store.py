@@ -23,6 +23,7 @@ from ..config import (
     Secret,
     StoreConfig,
     env_defaults,
+    env_max_attempts,
     is_file_url,
     load_sse_c_key,
     parse_file_url,
@@ -41,6 +42,7 @@ from ..keys import (
 from ..ledger import AttemptKind, claim_attempt, latest_ledger
 from ..manifest import RunManifest, check_run, claim_run, read_manifest
 from ..ops.runs import RunListing, list_runs
+from ..predict import array_specs
 from ..stores import open_store as open_client
 from ..stores.base import Store as Client
 from ..stores.local_s3 import LocalS3
@@ -154,7 +156,7 @@ class Store:
         otherwise. ``schema`` (``{name: (dtype, shape)}``), when given, is recorded: a member
         with other arrays is refused on persist and at the gate."""
         run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
-        cohort = _cohort(run_id, members)
+        cohort = check_cohort(run_id, members)
         if codec not in CODECS:
             raise InputError(f"codec {codec!r} is not valid; expected one of {list(CODECS)}")
         check_key_lengths(self.prefix, run_id, cohort, codec)
@@ -200,7 +202,7 @@ class Store:
         if members is None:
             raise InputError(f"run {run_id!r} has no record in {self.url}; expected the id of "
                              "a run started earlier, or members=[...] naming its cohort")
-        cohort = _cohort(run_id, members)
+        cohort = check_cohort(run_id, members)
         return Run(self, run_id, cohort, DEFAULT_CODEC)
 
     def runs(self, *, limit: int | None = None) -> list[RunListing]:
@@ -210,7 +212,9 @@ class Store:
         return list_runs(self.client(), self.prefix, limit=limit)
 
 
-def _cohort(run_id: str, members: Sequence[str] | str) -> tuple[str, ...]:
+def check_cohort(run_id: str, members: Sequence[str] | str) -> tuple[str, ...]:
+    """``members`` as a run's cohort: a sequence of 1..MAX_COHORT_SIZE unique valid names, or
+    :class:`InputError` naming what is wrong."""
     if isinstance(members, str) or not isinstance(members, Sequence):
         raise InputError(f"run {run_id!r}: members {members!r} is not valid; expected a list "
                          "of member names")
@@ -234,11 +238,8 @@ def _schema(schema: Mapping[str, tuple[Any, Sequence[int]]] | None
             ) -> dict[str, ArraySpec] | None:
     if schema is None:
         return None
-    import numpy as np
-
     try:
-        return {str(name): ArraySpec(tuple(int(d) for d in shape), np.dtype(dtype).str)
-                for name, (dtype, shape) in schema.items()}
+        return array_specs(schema)
     except Exception as exc:  # a user's declaration may be wrong in any way
         raise InputError(f"schema {schema!r} is not valid ({type(exc).__name__}: {exc}); "
                          "expected {name: (dtype, shape)}") from exc
@@ -280,7 +281,8 @@ def open_store(url: str, *, endpoint_url: str | None = None, sse: str | None = N
                                 region or env.region, addressing_style or env.addressing_style,
                                 s3_checksum or env.s3_checksum,
                                 max_attempts if max_attempts is not None
-                                else _attempts(env.max_attempts), mode, key))
+                                else env_max_attempts(env.max_attempts)
+                                or StoreConfig.max_attempts, mode, key))
     except InvalidSetting as exc:  # named as the caller passed it
         raise InputError(f"{exc.field}={exc.value!r} is not valid; expected {exc.expected}"
                          ) from None
@@ -294,16 +296,6 @@ def _s3_config(bucket: str, prefix: str, endpoint_url: str | None, region: str |
         addressing_style=addressing_style or "path",  # type: ignore[arg-type]
         s3_checksum=s3_checksum or "crc64nvme",  # type: ignore[arg-type]
         max_attempts=max_attempts, sse=sse, sse_c_key=sse_c_key)  # type: ignore[arg-type]
-
-
-def _attempts(raw: str | None) -> int:
-    if raw is None:
-        return StoreConfig.max_attempts
-    try:
-        return int(raw)
-    except ValueError:
-        raise InputError(f"S43_S3_MAX_ATTEMPTS={raw!r} is not valid; expected an integer "
-                         "1..20") from None
 
 
 @contextlib.contextmanager

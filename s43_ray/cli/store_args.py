@@ -38,6 +38,7 @@ from ..config import (
     Secret,
     SseMode,
     StoreConfig,
+    env_max_attempts,
     is_file_url,
     load_sse_c_key,
     parse_file_url,
@@ -147,7 +148,7 @@ def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults,
     checksum = pick("s3_checksum", "--s3-checksum", args.s3_checksum, ENV_S3_CHECKSUM,
                     lambda: env.s3_checksum, _DEFAULTS.s3_checksum)
     attempts = pick("max_attempts", "--max-attempts", args.max_attempts, ENV_MAX_ATTEMPTS,
-                    lambda: _env_int(env.max_attempts), _DEFAULTS.max_attempts)
+                    lambda: env_max_attempts(env.max_attempts), _DEFAULTS.max_attempts)
     sse, key = _encryption(args, env, sources)
 
     def settle(cfg: StoreConfig) -> StoreConfig:
@@ -181,17 +182,6 @@ def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults,
                          "expected --store s3://BUCKET/PREFIX too")
     with LocalS3(args.local_dir or env.local_dir, wait=wait) as server:
         yield settle(server.store_config()), server
-
-
-def _env_int(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        lo, hi = MAX_ATTEMPTS_RANGE
-        raise InputError(f"{ENV_MAX_ATTEMPTS}={raw!r} is not valid; expected an integer "
-                         f"{lo}..{hi}") from None
 
 
 def _named(sources: dict[str, str], build: Callable[[], T]) -> T:

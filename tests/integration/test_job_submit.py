@@ -37,7 +37,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import urllib.request
 import uuid
@@ -47,7 +46,7 @@ from typing import Any
 
 import pytest
 from helpers import keys_under
-from ray_heads import VENV_BIN, RayHead, start_head, stop_head, wait_ready, without_ray_vars
+from ray_heads import VENV_BIN, RayHead, running_head, start_head, wait_ready, without_ray_vars
 
 from s43_ray.config import StoreConfig
 from s43_ray.stores.s3 import S3Store
@@ -99,16 +98,11 @@ def ray_head(aws_env: dict[str, str]) -> Iterator[RayHead]:
     Its environment is the pods' environment: it carries the S3 credentials (aws_env put them
     in os.environ), and the venv's bin first so `s43-ray` is on PATH."""
     head = start_head(dashboard=True)
-    try:
+    with running_head(head):
         for var in CREDENTIAL_VARS:
             assert head.env.get(var) == aws_env[var]
         _wait_for_jobs_api(head)
         yield head
-    finally:
-        try:
-            stop_head(head)
-        finally:
-            shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 def _ray_job(head: RayHead, command: str, *args: str, timeout: float = CLI_TIMEOUT_S

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 from helpers import parse_events
 from prometheus_client.parser import text_string_to_metric_families
-from ray_heads import VENV_BIN, RayHead, start_head, stop_head, wait_ready
+from ray_heads import VENV_BIN, RayHead, running_head, start_head, wait_ready
 
 from s43_ray import metrics
 from s43_ray.config import StoreConfig
@@ -64,14 +63,9 @@ def metrics_head(aws_env: dict[str, str]) -> Iterator[RayHead]:
     pods' environment (S3 credentials from aws_env included); drivers run with it too."""
     head = start_head(dashboard=False,
                       extra_env={"RAY_metrics_report_interval_ms": str(REPORT_INTERVAL_MS)})
-    try:
+    with running_head(head):
         _wait_ready(head)
         yield head
-    finally:
-        try:
-            stop_head(head)
-        finally:
-            shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 # --- scraping ---------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers import CliResult, parse_events
-from ray_heads import RayHead, start_head, stop_head, wait_ready, without_ray_vars
+from ray_heads import RayHead, running_head, start_head, wait_ready, without_ray_vars
 
 from s43_ray.errors import StoreUnreachable
 from s43_ray.stores.local_s3 import _PORT_FLAGS, LocalS3, weed_ports
@@ -118,15 +117,10 @@ def token_head() -> Iterator[RayHead]:
     """``ray start --head`` with its own token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN) on
     127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), as docs/deploy.md starts one."""
     head = start_head(dashboard=False)
-    try:
+    with running_head(head):
         wait_ready(head, lambda: "Ray runtime started" in head.log_tail(200),
                    what="Ray head", timeout=HEAD_START_TIMEOUT_S)
         yield head
-    finally:
-        try:
-            stop_head(head)
-        finally:
-            shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 @pytest.mark.timeout(SUBPROCESS_TIMEOUT_S + HEAD_START_TIMEOUT_S)
