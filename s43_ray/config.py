@@ -35,6 +35,10 @@ SSE_C_KEY_BYTES = 32
 AWS_S3 = "AWS S3"
 ADDRESSING_STYLES: tuple[AddressingStyle, ...] = ("path", "virtual", "auto")
 S3_CHECKSUMS: tuple[S3Checksum, ...] = ("crc64nvme", "off")
+# Which client sends PUTs: "auto" (s43_ray's own SigV4 client for bodies up to 8 MiB to an
+# S3-compatible endpoint without a proxy, boto3 otherwise; stores/s3_fast_put.py), "boto3" (all).
+PutClient = Literal["auto", "boto3"]
+PUT_CLIENTS: tuple[PutClient, ...] = ("auto", "boto3")
 # S3 attempts per request, the first included.
 MAX_ATTEMPTS_RANGE = (1, 20)
 
@@ -48,6 +52,7 @@ ENV_ADDRESS = "RAY_ADDRESS"
 ENV_ADDRESSING = "S43_S3_ADDRESSING_STYLE"
 ENV_S3_CHECKSUM = "S43_S3_CHECKSUM"
 ENV_MAX_ATTEMPTS = "S43_S3_MAX_ATTEMPTS"
+ENV_PUT_CLIENT = "S43_S3_PUT_CLIENT"
 ENV_LOCAL_DIR = "S43_LOCAL_S3_DIR"
 ENV_SSE = "S43_SSE"
 ENV_SSE_C_KEY = "S43_SSE_C_KEY"
@@ -75,6 +80,7 @@ class StoreConfig:
     region: str | None = None  # None: the SDK's own default chain, else us-east-1
     addressing_style: AddressingStyle = "path"  # path works on every S3-compatible store
     s3_checksum: S3Checksum = "crc64nvme"  # see S3Checksum above
+    put_client: PutClient = "auto"  # see PutClient above
     connect_timeout: float = 5.0  # seconds; a dead host fails fast instead of hanging
     read_timeout: float = 60.0  # seconds; long enough for a 256 MiB body on a slow link
     max_attempts: int = 5  # botocore "standard" retry mode: attempts including the first
@@ -89,7 +95,8 @@ class StoreConfig:
         """Every field checked here, once, whoever builds the config (the CLI, a library
         user, a test): :class:`InvalidSetting` names the field, the value and what it takes."""
         for name, allowed in (("addressing_style", ADDRESSING_STYLES),
-                              ("s3_checksum", S3_CHECKSUMS), ("sse", SSE_MODES)):
+                              ("s3_checksum", S3_CHECKSUMS), ("put_client", PUT_CLIENTS),
+                              ("sse", SSE_MODES)):
             if getattr(self, name) not in allowed:
                 raise InvalidSetting(name, getattr(self, name), f"one of {list(allowed)}")
         lo, hi = MAX_ATTEMPTS_RANGE
@@ -250,6 +257,7 @@ class EnvDefaults:
     address: str | None = None
     addressing_style: str | None = None
     s3_checksum: str | None = None
+    put_client: str | None = None
     max_attempts: str | None = None
     local_dir: str | None = None
     sse: str | None = None
@@ -279,6 +287,7 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
         address=env.get(ENV_ADDRESS) or None,
         addressing_style=env.get(ENV_ADDRESSING) or None,
         s3_checksum=env.get(ENV_S3_CHECKSUM) or None,
+        put_client=env.get(ENV_PUT_CLIENT) or None,
         max_attempts=env.get(ENV_MAX_ATTEMPTS) or None,
         local_dir=env.get(ENV_LOCAL_DIR) or None,
         sse=env.get(ENV_SSE) or None,

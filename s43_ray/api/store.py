@@ -279,7 +279,7 @@ def open_store(url: str, *, endpoint_url: str | None = None, sse: str | None = N
     try:
         return Store(_s3_config(bucket, prefix, endpoint_url or env.endpoint_url,
                                 region or env.region, addressing_style or env.addressing_style,
-                                s3_checksum or env.s3_checksum,
+                                s3_checksum or env.s3_checksum, env.put_client,
                                 max_attempts if max_attempts is not None
                                 else env_max_attempts(env.max_attempts)
                                 or StoreConfig.max_attempts, mode, key))
@@ -289,12 +289,13 @@ def open_store(url: str, *, endpoint_url: str | None = None, sse: str | None = N
 
 
 def _s3_config(bucket: str, prefix: str, endpoint_url: str | None, region: str | None,
-               addressing_style: str | None, s3_checksum: str | None, max_attempts: int,
-               sse: str, sse_c_key: Secret | None) -> StoreConfig:
+               addressing_style: str | None, s3_checksum: str | None, put_client: str | None,
+               max_attempts: int, sse: str, sse_c_key: Secret | None) -> StoreConfig:
     return StoreConfig(
         bucket=bucket, prefix=prefix, endpoint_url=endpoint_url, region=region,
         addressing_style=addressing_style or "path",  # type: ignore[arg-type]
         s3_checksum=s3_checksum or "crc64nvme",  # type: ignore[arg-type]
+        put_client=put_client or "auto",  # type: ignore[arg-type]
         max_attempts=max_attempts, sse=sse, sse_c_key=sse_c_key)  # type: ignore[arg-type]
 
 

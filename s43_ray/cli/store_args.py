@@ -24,6 +24,7 @@ from ..config import (
     ENV_ENDPOINT,
     ENV_LOCAL_DIR,
     ENV_MAX_ATTEMPTS,
+    ENV_PUT_CLIENT,
     ENV_REGION,
     ENV_S3_CHECKSUM,
     ENV_SSE,
@@ -35,6 +36,7 @@ from ..config import (
     AnyStoreConfig,
     EnvDefaults,
     FileStoreConfig,
+    PutClient,
     Secret,
     SseMode,
     StoreConfig,
@@ -147,14 +149,17 @@ def open_config(target: StoreTarget, args: argparse.Namespace, env: EnvDefaults,
                       ENV_ADDRESSING, lambda: env.addressing_style, _DEFAULTS.addressing_style)
     checksum = pick("s3_checksum", "--s3-checksum", args.s3_checksum, ENV_S3_CHECKSUM,
                     lambda: env.s3_checksum, _DEFAULTS.s3_checksum)
+    put_client: str = pick("put_client", "", None, ENV_PUT_CLIENT, lambda: env.put_client,
+                           str(_DEFAULTS.put_client))  # checked by StoreConfig, like the rest
     attempts = pick("max_attempts", "--max-attempts", args.max_attempts, ENV_MAX_ATTEMPTS,
                     lambda: env_max_attempts(env.max_attempts), _DEFAULTS.max_attempts)
     sse, key = _encryption(args, env, sources)
 
     def settle(cfg: StoreConfig) -> StoreConfig:
         return _named(sources, lambda: dataclasses.replace(
-            cfg, addressing_style=addressing, s3_checksum=checksum, max_attempts=attempts,
-            sse=sse, sse_c_key=key))
+            cfg, addressing_style=addressing, s3_checksum=checksum,
+            put_client=cast(PutClient, put_client),  # StoreConfig refuses any other value
+            max_attempts=attempts, sse=sse, sse_c_key=key))
 
     # Every setting is checked before anything starts, whichever store is named (a bad
     # variable is refused with a file store too, as it would be on the next S3 run).

@@ -32,6 +32,7 @@ from ..config import StoreConfig
 from ..errors import AccessDenied, InputError, SseKeyRequired, StoreError, StoreUnreachable
 from . import hooks
 from . import s3_fast_get as fast_get
+from . import s3_fast_put as fast_put
 from .base import ObjectInfo, finished_within, put_condition
 from .s3_errors import classify
 from .s3_listing import common_prefixes, list_pages
@@ -193,10 +194,12 @@ class S3Store:
         self._endpoint = cfg.display_endpoint
         # SSE-C: botocore adds the key's base64 and MD5 headers to every PUT, HEAD and GET.
         self._sse: dict[str, Any] = {}
+        self._sse_headers: dict[str, str] = {}  # the same, as headers (small PUTs)
         key = S3Settings(cfg).sse_c_key_b64
         if key is not None:
             self._sse = {"SSECustomerAlgorithm": "AES256",
                          "SSECustomerKey": base64.b64decode(key)}
+            self._sse_headers = fast_put.sse_c_headers(key)
 
     @property
     def url(self) -> str:
@@ -225,21 +228,36 @@ class S3Store:
         The conditions travel as ``If-None-Match: *`` / ``If-Match``; a store that ignores them
         writes anyway (callers that must know check with a read-back). Retries: a conditional
         PUT that reached the store but whose answer was lost (reset, read timeout) is retried
-        by botocore, and the retry then fails the condition against the object the first
-        attempt wrote: :class:`PreconditionFailed` although this caller won. Callers tell the
-        two apart by reading the key back and comparing it with what they wrote (their own
-        token in the body or metadata)."""
+        (by botocore, or by :mod:`.s3_fast_put` for small bodies), and the retry then fails
+        the condition against the object the first attempt wrote: :class:`PreconditionFailed`
+        although this caller won. Callers tell the two apart by reading the key back and
+        comparing it with what they wrote (their own token in the body or metadata)."""
         condition = put_condition(if_none_match, if_match)
+        size = body.nbytes if isinstance(body, memoryview) else len(body)
+        checksum = s3_checksum if s3_checksum and self.cfg.s3_checksum == "crc64nvme" else None
+        if fast_put.enabled(self.cfg, size):
+            headers = {"content-type": content_type,
+                       **{f"x-amz-meta-{k.lower()}": v for k, v in metadata.items()},
+                       **self._sse_headers}
+            if checksum:
+                headers["x-amz-checksum-crc64nvme"] = checksum
+            if if_none_match:
+                headers["if-none-match"] = "*"
+            if if_match is not None:
+                headers["if-match"] = if_match
+            if fast_put.plain(headers):
+                with hooks.request("put", metadata=metadata, content_type=content_type,
+                                   nbytes=size):
+                    return fast_put.put(self.cfg, key, body, headers, condition=condition)
         kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Key": key, "Body": _body(body),
                                   "Metadata": dict(metadata), "ContentType": content_type,
                                   **self._sse}
-        if s3_checksum and self.cfg.s3_checksum == "crc64nvme":
-            kwargs["ChecksumCRC64NVME"] = s3_checksum
+        if checksum:
+            kwargs["ChecksumCRC64NVME"] = checksum
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
             kwargs["IfMatch"] = if_match
-        size = body.nbytes if isinstance(body, memoryview) else len(body)
         with hooks.request("put", metadata=metadata, content_type=content_type, nbytes=size):
             try:
                 resp = self._client.put_object(**kwargs)

@@ -38,7 +38,8 @@ def test_usage_error_exits_2_with_one_line_and_a_json_error(argv: list[str], nam
 
 
 @pytest.mark.parametrize(("var", "value"), [("S43_S3_CHECKSUM", "bogus"),
-                                            ("S43_S3_ADDRESSING_STYLE", "sideways")])
+                                            ("S43_S3_ADDRESSING_STYLE", "sideways"),
+                                            ("S43_S3_PUT_CLIENT", "fast")])
 def test_bad_setting_from_the_environment_exits_2_naming_it(
         monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)

@@ -110,13 +110,15 @@ def test_env_defaults_takes_values_from_the_mapping() -> None:
         "RAY_ADDRESS": "ray://head:10001",
         "S43_S3_ADDRESSING_STYLE": "virtual",
         "S43_S3_CHECKSUM": "off",
+        "S43_S3_PUT_CLIENT": "boto3",
         "S43_S3_MAX_ATTEMPTS": "9",
         "S43_LOCAL_S3_DIR": "/data/s3",
     })
 
     assert got == EnvDefaults(store="s3://bucket/p", endpoint_url="http://s3-specific:2",
                               region="fr-par", address="ray://head:10001",
-                              addressing_style="virtual", s3_checksum="off", max_attempts="9",
+                              addressing_style="virtual", s3_checksum="off",
+                              put_client="boto3", max_attempts="9",
                               local_dir="/data/s3")
 
 
