@@ -167,7 +167,9 @@ def _by_reference(spec: dict[str, Any], cfg: StoreConfig) -> tuple[bool, int, st
 
     run = RunConfig(run_id=spec["run_id"], members=tuple(member_names(spec["members"])),
                     rows=spec["rows"], codec=spec["codec"])
-    summary = run_cohort(run, cfg, EventLog(io.StringIO(), min_severity="error"))
+    # keep=False, as the CLI's log: a kept record per member would be counted as the driver's
+    # own memory per member (the rss phase measures exactly that).
+    summary = run_cohort(run, cfg, EventLog(io.StringIO(), min_severity="error", keep=False))
     per_member = summary.bytes_written // max(1, summary.cohort_count)
     return summary.status == "passed", per_member, summary.reason
 

@@ -9,8 +9,11 @@ under one prefix of its own, deleted at the end, also on failure. Writes ``DIR/r
 Phases (:mod:`.phases`), all in one run against one server: transport (per size, codec and
 concurrency; the methods in :mod:`.methods`, timed side by side by :mod:`.timing`), Ray's object
 store (context), the cohort by reference versus by value and the gate versus a serial loop
-(:mod:`.e2e`). The plan is :mod:`.plan`; ratios and their exact basis (sizes, codec, counts
-actually used, :mod:`.ratios`) go in ``results.json``; the table and plots are :mod:`.report`.
+(:mod:`.e2e`), ``s43-ray run`` end to end (its own embedded server and Ray) against the cohort
+by value and a bare ``ray.init`` in fresh processes (:mod:`.walls`), and the driver's peak RSS
+per member at two cohort sizes. The plan is :mod:`.plan`; ratios and their exact basis (sizes,
+codec, counts actually used, :mod:`.ratios`) go in ``results.json``; the table and plots are
+:mod:`.report`.
 """
 
 from __future__ import annotations
@@ -147,6 +150,10 @@ def _run(plan: Plan, args: argparse.Namespace, stores: StoreOpener, out: TextIO,
             for g in gate:
                 say(err, f"gate x{g.members}: {g.gate_full_s:.2f}s vs serial {g.serial_s:.2f}s")
             results["gate"] = [asdict(g) for g in gate]
+            results["e2e"] = phases.e2e_phase(plan, err) if "e2e" in plan.phases else []
+            results["rss"] = phases.rss_phase(
+                plan, replace(bench_cfg, prefix=f"{bench_cfg.prefix}/rss"), err) \
+                if "rss" in plan.phases else []
             results["rows"] = rows
             results["skipped"] = skipped + [{"what": n, "reason": why}
                                             for n, why in env.missing.items()] + [
@@ -155,7 +162,8 @@ def _run(plan: Plan, args: argparse.Namespace, stores: StoreOpener, out: TextIO,
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             results["cleanup"] = _cleanup(store, bench_cfg.prefix + "/", err)
-    ratios, basis = compute_ratios(results["rows"], results["cohort"], results["gate"])
+    ratios, basis = compute_ratios(results["rows"], results["cohort"], results["gate"],
+                                   e2e=results["e2e"], rss=results["rss"])
     results.update(
         plan={**asdict(plan), "sizes": [size_label(s) for s in plan.sizes],
               "inflight_bytes": size_label(plan.inflight_bytes),

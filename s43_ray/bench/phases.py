@@ -1,5 +1,7 @@
 """The benchmark's phases: transport (methods side by side), Ray's object store (context),
-and the cohort by reference versus by value. Each returns rows for ``results.json``.
+the cohort by reference versus by value, ``s43-ray run`` end to end against the cohort by value
+and a bare ``ray.init`` (fresh processes, :mod:`.walls`), and the driver's peak RSS per member.
+Each returns rows for ``results.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TextIO
 from ..cluster import quiet_token_auth_notice
 from ..config import StoreConfig
 from ..stores.s3 import S3Store
-from . import e2e, report
+from . import e2e, report, walls
 from . import methods as ops
 from . import timing as timer
 from .plan import DEFAULT_CODEC, MiB, Plan, size_label
@@ -146,6 +148,40 @@ def cohort_phase(plan: Plan, cfg: StoreConfig, err: TextIO) -> list[dict[str, An
             out.append(asdict(res))
             say(err, f"cohort by {mode} x{n}: wall {res.wall_s:.1f}s, driver peak RSS "
                       f"{res.peak_rss_mib:.0f} MiB ({time.perf_counter() - t0:.1f}s)")
+    return out
+
+
+def e2e_phase(plan: Plan, err: TextIO) -> list[dict[str, Any]]:
+    """``s43-ray run`` (its embedded store, a fresh local Ray), the same cohort by value, and a
+    bare ``ray.init``: each a fresh process, ``plan.e2e_repeats`` times, interleaved (the order
+    rotates each repeat)."""
+    out = []
+    for r in range(plan.e2e_repeats):
+        for kind in walls.order(r):
+            res = walls.measure(kind, plan.e2e_members, plan.e2e_rows, r)
+            out.append(asdict(res))
+            marks = ", ".join(f"{k} {v:.1f}s" for k, v in res.marks.items())
+            what = "bare ray.init" if kind == "ray_init" else \
+                f"{kind} x{res.members} of {res.rows} rows"
+            say(err, f"e2e {what}: wall {res.wall_s:.1f}s ({marks})")
+    return out
+
+
+def rss_phase(plan: Plan, cfg: StoreConfig, err: TextIO) -> list[dict[str, Any]]:
+    """The driver's peak RSS by reference at each of ``plan.rss_members`` members of
+    ``plan.rss_rows`` rows, a fresh driver process each (as the cohort phase measures)."""
+    out = []
+    for n in plan.rss_members:
+        t0 = time.perf_counter()
+        res = e2e.run_cohort_config(cfg, mode="reference", members=n, rows=plan.rss_rows,
+                                    codec=DEFAULT_CODEC, run_id=f"rss-{n}",
+                                    address=plan.ray_address)
+        if not res.ok:
+            raise RuntimeError(f"rss x{n} did not complete: {res.detail}")
+        out.append({**asdict(res), "rows": plan.rss_rows})
+        say(err, f"rss by reference x{n} of {plan.rss_rows} rows: wall {res.wall_s:.1f}s, "
+                  f"driver peak RSS {res.peak_rss_mib:.0f} MiB "
+                  f"({time.perf_counter() - t0:.1f}s)")
     return out
 
 

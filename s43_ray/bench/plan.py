@@ -3,6 +3,12 @@
 ``--quick`` keeps every size a ratio needs (4 KiB, 64 MiB, 256 MiB) with fewer repeats and
 writers, so it finishes in a few minutes on a 2-core machine; the full plan covers more sizes,
 repeats and writers. Explicit flags (``--sizes``, ``--repeats``, ...) override either.
+
+The end-to-end counts (``e2e_*``: ``s43-ray run`` against the cohort by value and a bare
+``ray.init``; ``rss_*``: the driver's RSS per member) have no flags of their own yet (the bench's
+flags are a pinned contract, ``tests/test_contracts.py``): :func:`build_plan` takes them from
+the namespace when it has them (``args.e2e_members = 200``, ``args.rss_members = "200,2000"``),
+else from the quick or full plan; ``--phases`` leaves either phase out.
 """
 
 from __future__ import annotations
@@ -27,8 +33,17 @@ QUICK_INFLIGHT_BYTES = 64 * MiB
 COHORT_MEMBERS = (8, 32, 128)
 COHORT_MEMBER_BYTES = 16 * MiB
 GATE_MEMBERS = (1_000, 10_000)
+# End to end (the issue's counts): `s43-ray run` over 2,000 members of 1,000 rows against the
+# same cohort by value and a bare ray.init, each a fresh process; quick: 200 members, one run.
+E2E_MEMBERS, QUICK_E2E_MEMBERS = 2_000, 200
+E2E_ROWS = 1_000
+E2E_REPEATS, QUICK_E2E_REPEATS = 3, 1  # interleaved runs of each process (the median is used)
+# The driver's peak RSS per member: by reference at these counts of RSS_ROWS-row members
+# (a fresh driver process each); quick: smaller counts (the basis says so).
+RSS_MEMBERS, QUICK_RSS_MEMBERS = (1_000, 20_000), (200, 2_000)
+RSS_ROWS = 10
 # The phases of a run, in the order they run.
-PHASES = ("transport", "ray", "cohort", "gate")
+PHASES = ("transport", "ray", "cohort", "gate", "e2e", "rss")
 
 
 def parse_size(text: str) -> int:
@@ -78,6 +93,12 @@ class Plan:
     gate_members: tuple[int, ...]
     ray_address: str | None  # None: a fresh local Ray per cohort configuration
     phases: tuple[str, ...] = PHASES  # a subset leaves the other phases' ratios unmeasured
+    # e2e: always a fresh local Ray and the run's own embedded store (what the ratio compares)
+    e2e_members: int = E2E_MEMBERS
+    e2e_rows: int = E2E_ROWS
+    e2e_repeats: int = E2E_REPEATS
+    rss_members: tuple[int, ...] = RSS_MEMBERS  # the smallest and largest count are compared
+    rss_rows: int = RSS_ROWS
 
     def repeats_for(self, size: int) -> int:
         if self.repeats is not None:
@@ -90,6 +111,17 @@ class Plan:
 
     def concurrency_for(self, size: int) -> tuple[int, ...]:
         return tuple(c for c in self.concurrency if c == 1 or c * size <= self.inflight_bytes)
+
+
+def _positive(args: argparse.Namespace, name: str, default: int) -> int:
+    """``args.<name>`` when the namespace has it (no flag sets it yet), else ``default``."""
+    value = getattr(args, name, None)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name.replace('_', ' ')} {value!r} is not valid; expected a positive "
+                         "integer")
+    return value
 
 
 def build_plan(args: argparse.Namespace) -> Plan:
@@ -106,6 +138,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     phases = tuple(p.strip() for p in args.phases.split(",")) if args.phases else PHASES
     if not phases or any(p not in PHASES for p in phases):
         raise InputError(f"phases {args.phases!r} are not valid; expected some of {list(PHASES)}")
+    rss_text = getattr(args, "rss_members", None)  # "N,N", as --cohort-members takes them
     return Plan(
         phases=phases, quick=quick, sizes=sizes, codecs=codec_list,  # type: ignore[arg-type]
         concurrency=_int_list(args.concurrency, "concurrency") if args.concurrency
@@ -118,4 +151,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
         else COHORT_MEMBER_BYTES,
         gate_members=_int_list(args.gate_members, "gate members") if args.gate_members
         else GATE_MEMBERS,
-        ray_address=args.ray_address)
+        ray_address=args.ray_address,
+        e2e_members=_positive(args, "e2e_members", QUICK_E2E_MEMBERS if quick else E2E_MEMBERS),
+        e2e_rows=_positive(args, "e2e_rows", E2E_ROWS),
+        e2e_repeats=_positive(args, "e2e_repeats", QUICK_E2E_REPEATS if quick else E2E_REPEATS),
+        rss_members=tuple(sorted(set(_int_list(rss_text, "rss members")))) if rss_text
+        else (QUICK_RSS_MEMBERS if quick else RSS_MEMBERS),
+        rss_rows=_positive(args, "rss_rows", RSS_ROWS))

