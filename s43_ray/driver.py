@@ -28,12 +28,12 @@ from .codec import DEFAULT_CODEC, Codec
 from .config import AnyStoreConfig
 from .early import EarlyChecks
 from .errors import ClusterError, CodecMismatch, InputError, S43Error, StoreUnreachable
-from .fanout import STALL_TIMEOUT_S, WAIT_BATCH, fan_out, first_line
+from .fanout import STALL_TIMEOUT_S, WAIT_BATCH, Kept, Persisted, fan_out, first_line
 from .gate import GATE_CONCURRENCY, GateSpec, Verdict, gate_from_store, gate_task, run_gate
 from .keys import RunLayout
 from .ledger import AttemptKind, Ledger, LedgerEntry, claim_attempt, read_ledger, write_ledger
 from .manifest import RunManifest, check_run, claim_run
-from .outcome import newer_if_latest, persist_verdict, report_verdict, summarize
+from .outcome import Tally, newer_if_latest, persist_verdict, report_verdict, summarize
 from .predict import (
     DEFAULT_PREDICTOR,
     PredictorLike,
@@ -208,24 +208,22 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                 progress.clear()
                 return _circuit_summary(cfg, store_cfg, layout, events, outcomes, reused,
                                         attempt.number, breaker.reason, time.perf_counter() - t0)
-            ledger = Ledger(cfg.run_id, attempt.number, cfg.codec, entries={
-                **reused, **{m: LedgerEntry(o.key, o.checksum, o.bytes, o.schema, attempt.number)
-                             for m, o in outcomes.items() if isinstance(o, PredictionRef)}},
-                failed={m: f"{o.error_class}: {o.message}"[:300] for m, o in outcomes.items()
-                        if isinstance(o, PersistFailure)},
-                cohort=tuple(cfg.members), token=attempt.token)
-            watched(breaker, lambda: write_ledger(wstore, layout, ledger),
-                    what=f"writing {layout.ledger_key(attempt.number)}")
-            events.emit(ev.LEDGER_PERSISTED, key=layout.ledger_key(attempt.number),
-                        attempt=attempt.number, members=len(ledger.entries),
-                        failed=len(ledger.failed))
+            _write_ledger(breaker, wstore, layout, cfg, attempt.number, attempt.token,
+                          reused, outcomes, events)
+            # The ledger holds the references now: the summary needs only their counts, so
+            # they go before the gate's verdict (one check per member) arrives.
+            tally, reuses = Tally(outcomes.values()), len(reused)
+            del outcomes, reused
             progress.status(f"gate: listing and verifying {len(cfg.members)} members ...")
             seen = early.results(EARLY_WAIT_S)
         finally:
             early.close()  # its threads end; what is unfinished, the gate verifies
-        verdict = _await_gate(gate_task.options(**cfg.gate_options).remote(GateSpec(
+        gate_ref = gate_task.options(**cfg.gate_options).remote(GateSpec(
             store_cfg, cfg.run_id, tuple(cfg.members), cfg.codec, attempt.number, cfg.verify,
-            cfg.gate_concurrency, cfg.circuit, seen=seen)), cfg.gate_timeout)
+            cfg.gate_concurrency, cfg.circuit, seen=seen))
+        del seen  # shipped with the gate task
+        verdict = _await_gate(gate_ref, cfg.gate_timeout)
+        del gate_ref  # Ray frees the verdict's serialized copy
         # Inside the Ray session: the driver's metrics are flushed by ray.shutdown().
         metrics.record_gate(verdict.status)
         metrics.record_cohort(cfg.run_id, verdict.expected, verdict.cohort_count, store_cfg.url)
@@ -236,10 +234,27 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
                     what=f"listing the attempts of run {cfg.run_id!r}")
     summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
                         gate_persisted=saved is not None, wall=time.perf_counter() - t0,
-                        outcomes=outcomes, saved=saved, newer=newer)
-    summary.reused = len(reused)
-    summary.computed = sum(isinstance(o, PredictionRef) for o in outcomes.values())
+                        outcomes=tally, saved=saved, newer=newer)
+    summary.reused = reuses
+    summary.computed = tally.computed
     return summary
+
+
+def _write_ledger(breaker: Circuit, store: Store, layout: RunLayout, cfg: RunConfig,
+                  attempt: int, token: str, reused: Mapping[str, LedgerEntry],
+                  outcomes: Mapping[str, Kept], events: ev.EventLog) -> None:
+    """The attempt's ledger: every member reused or persisted, and why the others failed.
+    Built, written and dropped here: the driver keeps no second copy of it through the gate."""
+    ledger = Ledger(cfg.run_id, attempt, cfg.codec, entries={
+        **reused, **{m: LedgerEntry(o.key, o.checksum, o.bytes, o.schema, attempt)
+                     for m, o in outcomes.items() if isinstance(o, Persisted)}},
+        failed={m: f"{o.error_class}: {o.message}"[:300] for m, o in outcomes.items()
+                if isinstance(o, PersistFailure)},
+        cohort=tuple(cfg.members), token=token)
+    watched(breaker, lambda: write_ledger(store, layout, ledger),
+            what=f"writing {layout.ledger_key(attempt)}")
+    events.emit(ev.LEDGER_PERSISTED, key=layout.ledger_key(attempt), attempt=attempt,
+                members=len(ledger.entries), failed=len(ledger.failed))
 
 
 def _await_gate(gate_ref: Any, timeout: float) -> Verdict:
@@ -273,12 +288,12 @@ def _persist(breaker: Circuit, store: Store, layout: RunLayout, verdict: Verdict
 
 
 def _circuit_summary(cfg: RunConfig, store_cfg: AnyStoreConfig, layout: RunLayout,
-                     events: ev.EventLog, outcomes: Mapping[str, PersistOutcome],
+                     events: ev.EventLog, outcomes: Mapping[str, Kept],
                      reused: Mapping[str, LedgerEntry], attempt: int, reason: str,
                      wall: float) -> Summary:
     """The run gave up on a store that stopped answering: no ledger, no gate (both need the
     store); every member not persisted is named, and the run exits 3."""
-    done = set(reused) | {m for m, o in outcomes.items() if isinstance(o, PredictionRef)}
+    done = set(reused) | {m for m, o in outcomes.items() if isinstance(o, Persisted)}
     lost = [m for m in cfg.members if m not in done]
     why = (f"run {cfg.run_id!r}: {reason}; circuit open after {len(done)} of "
            f"{len(cfg.members)} members persisted; {len(lost)} not persisted: "
@@ -294,7 +309,7 @@ def _circuit_summary(cfg: RunConfig, store_cfg: AnyStoreConfig, layout: RunLayou
     summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
                         gate_persisted=False, wall=wall, outcomes=outcomes)
     summary.reused = len(reused)
-    summary.computed = sum(isinstance(o, PredictionRef) for o in outcomes.values())
+    summary.computed = sum(isinstance(o, Persisted) for o in outcomes.values())
     summary.infra_errors = max(summary.infra_errors, len(lost))
     return summary
 

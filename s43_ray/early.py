@@ -17,6 +17,7 @@ gate verifies whatever has no early result).
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from .verify import Expectation, MemberCheck, VerifyMode, verify_member
 EARLY_CONCURRENCY = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seen:
     """An early check that passed: what the gate compares with its listing."""
 
@@ -65,6 +66,10 @@ class Seen:
                            etag=self.etag)
 
 
+# A reference as queued for its check: member, key, checksum, bytes, schema.
+_Todo = tuple[str, str, str, int, str]
+
+
 def _second(ts: float | None) -> int | None:
     return None if ts is None else int(ts)
 
@@ -77,7 +82,9 @@ class EarlyChecks:
                  concurrency: int = EARLY_CONCURRENCY) -> None:
         self._store, self._layout, self._codec, self._mode = store, layout, codec, mode
         self._attempt, self._schema = attempt, declared_schema
-        self._todo: queue.Queue[PredictionRef | None] = queue.Queue()
+        # What a check needs of each reference (member, key, checksum, bytes, schema), not the
+        # reference: the queue may hold thousands when the store is slower than the cluster.
+        self._todo: queue.Queue[_Todo | None] = queue.Queue()
         self._seen: dict[str, Seen] = {}
         self._lock = threading.Lock()
         self._submitted = 0
@@ -92,33 +99,36 @@ class EarlyChecks:
     def submit(self, ref: PredictionRef) -> None:
         with self._lock:
             self._submitted += 1
-        self._todo.put(ref)
+        self._todo.put((ref.member, ref.key, ref.checksum, ref.bytes, ref.schema))
 
     def _work(self) -> None:
-        while (ref := self._todo.get()) is not None:
+        while (todo := self._todo.get()) is not None:
             try:
-                seen = self._verify(ref)
+                seen = self._verify(todo)
             except Exception:  # the gate verifies it itself: nothing is lost here
                 seen = None
             with self._lock:
                 if seen is not None:
-                    self._seen[ref.member] = seen
+                    self._seen[todo[0]] = seen
                 self._finished += 1
                 self._done.notify_all()
 
-    def _verify(self, ref: PredictionRef) -> Seen | None:
-        expect = Expectation(ref.checksum, ref.bytes, ref.schema, self._attempt)
-        c = verify_member(self._store, ref.member, ref.key, self._codec, expect, self._mode,
-                          ref.bytes, run_id=self._layout.run_id,
-                          declared_schema=self._schema)
+    def _verify(self, todo: _Todo) -> Seen | None:
+        member, key, checksum, size, schema = todo
+        expect = Expectation(checksum, size, schema, self._attempt)
+        c = verify_member(self._store, member, key, self._codec, expect, self._mode,
+                          size, run_id=self._layout.run_id, declared_schema=self._schema)
         if c.status != "ok" or not c.etag:
             return None
+        # One schema string for every member (the run declares one): the gate task's checks
+        # built from these share it too, and so does the verdict the driver gets back.
         return Seen(c.key, c.etag, c.bytes, _second(c.last_modified), c.checksum, c.attempt,
-                    c.schema, c.downloaded, c.read_seconds)
+                    sys.intern(c.schema), c.downloaded, c.read_seconds)
 
     def results(self, timeout: float) -> dict[str, Seen]:
         """The checks that passed, once every submitted one finished or ``timeout`` passed
-        (those still running are left to the gate); stops the workers."""
+        (those still running are left to the gate); stops the workers. Hands its results
+        over: a second call has only what finished after the first."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while self._finished < self._submitted:
@@ -126,7 +136,8 @@ class EarlyChecks:
                 if left <= 0:
                     break
                 self._done.wait(left)
-            seen = dict(self._seen)
+            # Handed over, not copied: a check finishing late lands in a dict nobody reads.
+            seen, self._seen = self._seen, {}
         self.close()
         return seen
 

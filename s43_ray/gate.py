@@ -14,11 +14,12 @@ object checked against its own metadata and binding).
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import ray
@@ -94,7 +95,43 @@ class Verdict:
         return record
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_record(), indent=1, sort_keys=True).encode()
+        """``json.dumps(self.to_record(), indent=1, sort_keys=True).encode()``, byte for byte,
+        written one check at a time: the record of a 20,000-member verdict held at once (its
+        dicts, then the encoder's million small strings) cost the driver ~60 MiB for an
+        8 MiB body."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "checks"}
+        record["shortfall"] = self.shortfall
+        record["checks"] = self.checks
+        out = io.BytesIO()
+        out.write(b"{")
+        for i, name in enumerate(sorted(record)):
+            out.write(b"," if i else b"")
+            out.write(f"\n {json.dumps(name)}: ".encode())
+            if name == "checks":
+                _write_checks(out, self.checks)
+            else:
+                out.write(_nested(record[name], "\n ").encode())
+        out.write(b"\n}")
+        return out.getvalue()
+
+
+def _nested(value: Any, newline: str) -> str:
+    """``value`` as json.dumps(indent=1, sort_keys=True) writes it nested: each line break
+    followed by the indentation of its level (JSON strings hold no raw line break)."""
+    return json.dumps(value, indent=1, sort_keys=True).replace("\n", newline)
+
+
+def _write_checks(out: io.BytesIO, checks: Sequence[MemberCheck]) -> None:
+    """The verdict's ``checks`` as the top-level record's entry at depth 1, one at a time."""
+    if not checks:
+        out.write(b"[]")
+        return
+    out.write(b"[")
+    for i, check in enumerate(checks):
+        out.write(b"," if i else b"")
+        out.write(b"\n  ")
+        out.write(_nested(asdict(check), "\n  ").encode())
+    out.write(b"\n ]")
 
 
 def run_gate(store: Store, layout: RunLayout, *, members: Sequence[str], codec: Codec,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from . import events as ev
 from .config import AnyStoreConfig
@@ -11,8 +13,54 @@ from .gate import Verdict
 from .keys import RunLayout
 from .stores.base import Store
 from .summary import Summary, latency_stats
-from .task import PersistFailure, PersistOutcome, PredictionRef
+from .task import PersistFailure
 from .verdicts import Saved, newer_attempt, save_verdict
+
+
+class Written(Protocol):
+    """What the summary counts of a member persisted: a
+    :class:`~s43_ray.task.PredictionRef`, or what the driver keeps of one
+    (:class:`~s43_ray.fanout.Persisted`)."""
+
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def write_seconds(self) -> float: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def s3_retries(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+class Tally:
+    """What a command's summary counts of the members it persisted, without keeping each
+    member's reference: the driver builds it once the ledger is written and drops the
+    references before the gate's verdict arrives. Failures (few) are kept whole."""
+
+    def __init__(self, outcomes: Iterable[Written | PersistFailure] = ()) -> None:
+        self.computed = 0
+        self.bytes = 0
+        self.write_seconds = array("d")
+        self.nodes: set[str] = set()
+        self.s3_retries = 0
+        self.task_retries = 0
+        self.failed: list[PersistFailure] = []
+        for o in outcomes:
+            self.add(o)
+
+    def add(self, outcome: Written | PersistFailure) -> None:
+        if isinstance(outcome, PersistFailure):
+            self.failed.append(outcome)
+            self.s3_retries += outcome.s3_retries
+            return
+        self.computed += 1
+        self.bytes += outcome.bytes
+        self.write_seconds.append(outcome.write_seconds)
+        self.nodes.add(outcome.node_id)
+        self.s3_retries += outcome.s3_retries
+        self.task_retries += outcome.attempt
 
 
 def report_verdict(verdict: Verdict, events: ev.EventLog, endpoint: str | None) -> None:
@@ -94,11 +142,11 @@ def newer_if_latest(store: Store, layout: RunLayout, verdict: Verdict,
 
 def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
               gate_persisted: bool, wall: float,
-              outcomes: Mapping[str, PersistOutcome] | None = None,
+              outcomes: Mapping[str, Written | PersistFailure] | Tally | None = None,
               saved: Saved | None = None, newer: int | None = None) -> Summary:
     """The command's summary of ``verdict``; ``saved``/``newer`` as for :func:`superseded`."""
-    refs = [o for o in (outcomes or {}).values() if isinstance(o, PredictionRef)]
-    failed = [o for o in (outcomes or {}).values() if isinstance(o, PersistFailure)]
+    tally = outcomes if isinstance(outcomes, Tally) else Tally((outcomes or {}).values())
+    failed = tally.failed
     failures = {o.member: f"{o.error_class}: {o.message}" for o in failed}
     ok = [c for c in verdict.checks if c.status == "ok"]
     read = [c for c in ok if c.downloaded]
@@ -117,12 +165,11 @@ def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate
         unexpected=verdict.unexpected, persist_failed=failures, reason=reason,
         command=command,
         codec=verdict.codec, store=store_cfg.url, endpoint=store_cfg.endpoint_url,
-        bytes_written=sum(r.bytes for r in refs), bytes_read=sum(c.bytes for c in read),
-        write_latency_s=latency_stats([r.write_seconds for r in refs]),
+        bytes_written=tally.bytes, bytes_read=sum(c.bytes for c in read),
+        write_latency_s=latency_stats(tally.write_seconds),
         read_latency_s=latency_stats([c.read_seconds for c in read]), infra_errors=len(infra),
-        wall_seconds=round(wall, 3), writer_nodes=len({r.node_id for r in refs}),
+        wall_seconds=round(wall, 3), writer_nodes=len(tally.nodes),
         gate_node=verdict.node_id, gate_key=gate_key, gate_persisted=gate_persisted,
-        s3_retries=sum(r.s3_retries for r in refs) + sum(f.s3_retries for f in failed),
-        task_retries=sum(r.attempt for r in refs), attempt=verdict.attempt,
+        s3_retries=tally.s3_retries, task_retries=tally.task_retries, attempt=verdict.attempt,
         basis=verdict.basis, verdict_key=saved.history_key if saved else "",
         verdict_latest=saved.latest if saved else False)

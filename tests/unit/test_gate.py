@@ -324,6 +324,27 @@ def test_verdict_json_carries_what_an_operator_needs(store: MemoryStore) -> None
     assert [c["member"] for c in record["checks"]] == members
 
 
+@pytest.mark.parametrize("persisted", [0, 2, 3], ids=["no-object", "partial", "complete"])
+def test_verdict_json_is_written_one_check_at_a_time_yet_byte_for_byte_the_record(
+        store: MemoryStore, persisted: int) -> None:
+    members = member_names(3)
+    _persist(store, members[:persisted])
+    store.put(LAYOUT.run_prefix + "n\u00f6tes \"1\"\n.txt", b"x", metadata={})
+
+    verdict = _gate(store, members, node_id="n\u00f8de")
+
+    assert verdict.to_json() == json.dumps(verdict.to_record(), indent=1,
+                                           sort_keys=True).encode()
+
+
+def test_verdict_json_of_a_verdict_without_checks_is_the_record() -> None:
+    verdict = Verdict(run_id=RUN, store="memory://", codec="npz", expected=2, cohort_count=0,
+                      status="failed", reason="r", missing=[], invalid={}, unexpected=[])
+
+    assert verdict.to_json() == json.dumps(verdict.to_record(), indent=1,
+                                           sort_keys=True).encode()
+
+
 def test_gate_reports_a_stray_other_format_object_of_a_present_member_as_unexpected(
         store: MemoryStore) -> None:
     members = member_names(2)
