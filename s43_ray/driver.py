@@ -227,11 +227,13 @@ def run_cohort(cfg: RunConfig, store_cfg: AnyStoreConfig, events: ev.EventLog,
         # Inside the Ray session: the driver's metrics are flushed by ray.shutdown().
         metrics.record_gate(verdict.status)
         metrics.record_cohort(cfg.run_id, verdict.expected, verdict.cohort_count, store_cfg.url)
-    progress.clear()
-    report_verdict(verdict, events, store_cfg.endpoint_url)
-    saved = _persist(breaker, wstore, layout, verdict, events)
-    newer = watched(breaker, lambda: newer_if_latest(wstore, layout, verdict, saved),
-                    what=f"listing the attempts of run {cfg.run_id!r}")
+        # The verdict is kept before the session ends: a local cluster takes a second or more
+        # to shut down, and the verdict does not wait for it.
+        progress.clear()
+        report_verdict(verdict, events, store_cfg.endpoint_url)
+        saved = _persist(breaker, wstore, layout, verdict, events)
+        newer = watched(breaker, lambda: newer_if_latest(wstore, layout, verdict, saved),
+                        what=f"listing the attempts of run {cfg.run_id!r}")
     summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
                         gate_persisted=saved is not None, wall=time.perf_counter() - t0,
                         outcomes=tally, saved=saved, newer=newer)

@@ -12,6 +12,11 @@ same second could pass unseen, and then the bytes are the ones verified).
 
 Checks run on daemon threads: a store that hangs leaves them waiting, never the driver (the
 gate verifies whatever has no early result).
+
+Only members of at most :data:`EARLY_MAX_BYTES` are checked here. The driver holds references,
+not payloads: 16 checks of 16 MiB members would hold 256 MiB in it. Larger members are
+verified by the gate task, in a worker, as before; for them the GET, not the wait for the
+gate, is the time anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from .verify import Expectation, MemberCheck, VerifyMode, verify_member
 
 # Verifications in flight at once: the gate's own concurrency.
 EARLY_CONCURRENCY = 16
+# Larger members are left to the gate task: at most 16 x 1 MiB of payload in the driver.
+EARLY_MAX_BYTES = 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,10 @@ class EarlyChecks:
             w.start()
 
     def submit(self, ref: PredictionRef) -> None:
+        """Queue ``ref``'s member for its check; one larger than :data:`EARLY_MAX_BYTES` is
+        left to the gate."""
+        if ref.bytes > EARLY_MAX_BYTES:
+            return
         with self._lock:
             self._submitted += 1
         self._todo.put((ref.member, ref.key, ref.checksum, ref.bytes, ref.schema))

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 import ray
@@ -162,11 +163,17 @@ def _describe(specs: dict[str, ArraySpec]) -> str:
     return "{" + ", ".join(f"{n}: {s.dtype}{list(s.shape)}" for n, s in sorted(specs.items())) + "}"
 
 
+@lru_cache(maxsize=8)
+def _worker_store(cfg: AnyStoreConfig) -> Store:
+    """One store per worker process and config, reused by every task it runs."""
+    return open_store(cfg)
+
+
 @ray.remote(max_retries=TASK_MAX_RETRIES, retry_exceptions=False)
 def persist_task(spec: TaskSpec, member: str) -> PersistOutcome:
     """Ray form of :func:`persist_member`: one client per worker process, reused."""
     metrics.watch_stores()
-    store = open_store(spec.store)
+    store = _worker_store(spec.store)
     before = store.retries
     outcome = persist_member(store, spec, member)
     retried = store.retries - before

@@ -251,6 +251,7 @@ class LocalS3:
         return [find_weed(), "mini", f"-dir={self.data_dir / 'data'}", f"-ip={self.bind_ip}",
                 f"-ip.bind={self.bind_ip}", *flags, "-admin.ui=false", "-webdav=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                "-volume.preStopSeconds=0",
                 f"-s3.config={self.data_dir / 's3-identities.json'}",
                 f"-s3.localSocket={self.data_dir / 's3.sock'}",
                 f"-filer.localSocket={self.data_dir / 'filer.sock'}"]

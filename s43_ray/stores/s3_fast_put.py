@@ -45,9 +45,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import boto3
+from botocore.exceptions import ProfileNotFound
 
 from ..config import StoreConfig
-from ..errors import AccessDenied, S43Error, StoreError, StoreUnreachable
+from ..errors import AccessDenied, InputError, S43Error, StoreError, StoreUnreachable
 from .s3_errors import classify
 from .s3_settings import DEFAULT_REGION, S3Settings, backoff_s, retry_log
 
@@ -107,7 +108,11 @@ def _chain(cfg: StoreConfig) -> Any:
     themselves); None when the config carries its own key pair."""
     if S3Settings(cfg).static_credentials:
         return None
-    credentials = boto3.session.Session().get_credentials()
+    try:
+        credentials = boto3.session.Session().get_credentials()
+    except ProfileNotFound as exc:  # as the boto3 client says it (s3._build_client)
+        raise InputError(f"AWS profile {exc.kwargs.get('profile')!r} is not configured; "
+                         "expected a profile from ~/.aws/config or no AWS_PROFILE") from exc
     if credentials is None:
         raise AccessDenied(f"PUT at {cfg.display_endpoint}: no credentials found "
                            "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")

@@ -106,3 +106,22 @@ def test_early_checks_are_verified_like_the_gate_would(mode: str) -> None:
 
     assert sorted(early.results(10.0)) == MEMBERS[1:]  # the wrong run's object: not early
     assert RUN  # the run the objects must be bound to
+
+
+def test_members_larger_than_the_early_limit_are_left_to_the_gate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver holds references, not payloads: a large member is verified by the gate."""
+    import s43_ray.early as early_mod
+
+    store = CountingStore()
+    refs = _run(store)
+    store.gets.clear()
+    big = MEMBERS[0]
+    monkeypatch.setattr(early_mod, "EARLY_MAX_BYTES", refs[big].bytes - 1)
+    seen = _early(store, {big: refs[big]})
+    assert seen == {} and store.gets == []
+
+    verdict = gate_from_store(store, LAYOUT, members=MEMBERS, codec="npz", attempt=1,
+                              seen=seen)
+    assert verdict.passed
+    assert any(k.endswith(f"{big}.npz") for k in store.gets)

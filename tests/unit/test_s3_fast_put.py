@@ -298,3 +298,14 @@ def test_sse_c_headers_match_botocore() -> None:
         "x-amz-server-side-encryption-customer-algorithm": "AES256",
         "x-amz-server-side-encryption-customer-key": params["SSECustomerKey"],
         "x-amz-server-side-encryption-customer-key-md5": params["SSECustomerKeyMD5"]}
+
+
+def test_a_missing_profile_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from s43_ray.errors import InputError
+
+    monkeypatch.setenv("AWS_PROFILE", "s43-no-such-profile")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    cfg = StoreConfig(bucket="b", prefix="p", endpoint_url="http://127.0.0.1:17")
+    with pytest.raises(InputError, match="AWS profile 's43-no-such-profile' is not configured"):
+        fast_put.put(cfg, "k", b"x", {})
