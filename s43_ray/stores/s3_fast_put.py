@@ -20,7 +20,10 @@ Answers: a 2xx returns the ETag; when the store echoes a checksum, it must be th
 Errors are classified by the table both other clients share (:mod:`.s3_errors`); transient
 ones (5xx, throttling, no answer) are retried with botocore's "standard" policy and reported to
 the config's one :class:`~.s3_settings.RetryLog`, exactly like boto3's retries. A connection
-the server closed while idle is noticed before it is reused (as urllib3 does), not retried.
+the server closed while idle is noticed before it is reused (as urllib3 does); one closed
+while a request was being sent is retried like any lost answer. Informational (1xx) answers
+are skipped; a connection with bytes past an answer is never reused (they would be read as
+the next request's answer).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import base64
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import os
 import re
 import select
@@ -92,6 +96,8 @@ def _target(cfg: StoreConfig) -> _Target | None:
     if proxies.get(url.scheme) and not urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
             url.netloc):
         return None
+    if cfg.addressing_style == "virtual" and not _dns_bucket_host(cfg.bucket, url.hostname):
+        return None  # as botocore does: path style for an IP endpoint or a non-DNS bucket name
     https = url.scheme == "https"
     port = url.port or (443 if https else 80)
     host = url.netloc.rsplit("@", 1)[-1]
@@ -100,6 +106,18 @@ def _target(cfg: StoreConfig) -> _Target | None:
                        S3Settings(cfg).region or DEFAULT_REGION)
     return _Target(https, host, url.hostname, port, f"/{quote(cfg.bucket, safe='')}",
                    S3Settings(cfg).region or DEFAULT_REGION)
+
+
+_DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+def _dns_bucket_host(bucket: str, host: str) -> bool:
+    """Whether ``bucket`` can be a DNS label in front of ``host`` (a name, not an address)."""
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        return bool(_DNS_BUCKET.fullmatch(bucket))
 
 
 @lru_cache(maxsize=8)
@@ -168,6 +186,7 @@ _LOCAL = threading.local()
 # An answer to a PUT is headers and at most a short XML error; more is not an S3 answer.
 _MAX_LINE = 64 * 1024
 _MAX_ANSWER = 1024**2
+_MAX_HEADERS = 100
 
 
 @lru_cache(maxsize=1)
@@ -190,6 +209,7 @@ class _Conn:
         if target.https:
             sock = _tls().wrap_socket(sock, server_hostname=target.connect_host)
         sock.settimeout(cfg.read_timeout)
+        self._timeout = cfg.read_timeout
         self.sock = sock
         self.rfile = sock.makefile("rb")
 
@@ -213,27 +233,62 @@ class _Conn:
         else:
             self.sock.sendall(head)
             self.sock.sendall(body)
+        for _ in range(10):  # 1xx answers (100 Continue, 103 Early Hints) precede the final one
+            status, version, headers = self._head()
+            if not 100 <= status < 200:
+                break
+        else:
+            raise http.client.HTTPException("only informational (1xx) answers")
+        closes = (headers.get("connection", "").lower() == "close" or version == b"HTTP/1.0")
+        body = self._body(status, headers, closes)
+        # Bytes past the answer belong to no request: never read them as the next one's.
+        closes = closes or self._leftover()
+        return status, headers, body, closes
+
+    def _line(self) -> bytes:
         line = self.rfile.readline(_MAX_LINE)
+        if line and not line.endswith(b"\n"):
+            raise http.client.LineTooLong(f"answer line longer than {_MAX_LINE} bytes")
+        return line
+
+    def _head(self) -> tuple[int, bytes, dict[str, str]]:
+        line = self._line()
         parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
             raise http.client.BadStatusLine(repr(line[:100]) if line else "no answer")
-        status = int(parts[1])
         headers: dict[str, str] = {}
-        while True:
-            line = self.rfile.readline(_MAX_LINE)
+        for _ in range(_MAX_HEADERS + 1):
+            line = self._line()
             if line in (b"\r\n", b"\n"):
-                break
+                return int(parts[1]), parts[0], headers
             if not line:
                 raise http.client.IncompleteRead(b"", None)
             name, _, value = line.partition(b":")
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        closes = (headers.get("connection", "").lower() == "close"
-                  or parts[0] == b"HTTP/1.0")
-        return status, headers, self._body(status, headers), closes
+        raise http.client.HTTPException(f"answer with more than {_MAX_HEADERS} headers")
 
-    def _body(self, status: int, headers: dict[str, str]) -> bytes:
-        if status in (204, 304) or 100 <= status < 200:
+    def _leftover(self) -> bool:
+        """Whether anything was sent past the answer (looked at without waiting)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        self.sock.setblocking(False)
+        try:
+            return bool(self.rfile.peek(1))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return False
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(self._timeout)
+
+    def _body(self, status: int, headers: dict[str, str], closes: bool) -> bytes:
+        if status in (204, 304):
             return b""
+        if closes and "content-length" not in headers and "transfer-encoding" not in headers:
+            data = self.rfile.read(_MAX_ANSWER + 1)  # the answer ends where the connection does
+            if len(data) > _MAX_ANSWER:
+                raise http.client.HTTPException(f"answer larger than {_MAX_ANSWER} bytes")
+            return data
         if "chunked" in headers.get("transfer-encoding", "").lower():
             out = bytearray()
             while True:
@@ -247,7 +302,7 @@ class _Conn:
                 out += self._exactly(size)
                 self.rfile.readline(_MAX_LINE)
         length = int(headers.get("content-length", "0") or 0)
-        if length > _MAX_ANSWER:
+        if length < 0 or length > _MAX_ANSWER:
             raise http.client.HTTPException(f"answer of {length} bytes to a PUT")
         return self._exactly(length)
 

@@ -309,3 +309,50 @@ def test_a_missing_profile_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: o
     cfg = StoreConfig(bucket="b", prefix="p", endpoint_url="http://127.0.0.1:17")
     with pytest.raises(InputError, match="AWS profile 's43-no-such-profile' is not configured"):
         fast_put.put(cfg, "k", b"x", {})
+
+
+def test_informational_answers_are_skipped_and_never_answer_the_next_request(
+        peer_cfg: tuple[list[Peer], StoreConfig]) -> None:
+    """A 100 Continue before the 200: the 200 is this request's answer, not the next one's
+    (which the store refuses with 412: a create that lost must not read as won)."""
+    peers, base = peer_cfg
+    peer = _start(peers, [(b"HTTP/1.1 100 Continue\r\n\r\n" + ok('"first"'), False),
+                          (error(412, "PreconditionFailed"), False)])
+    cfg = _cfg(base, peer)
+    assert fast_put.put(cfg, "k1", b"x", {}) == '"first"'
+    with pytest.raises(PreconditionFailed):
+        fast_put.put(cfg, "k2", b"{}", {"if-none-match": "*"}, condition="If-None-Match: *")
+
+
+def test_bytes_past_an_answer_retire_the_connection(
+        peer_cfg: tuple[list[Peer], StoreConfig]) -> None:
+    peers, base = peer_cfg
+    peer = _start(peers, [(ok('"first"') + ok('"stray"'), False), (ok('"second"'), False)])
+    cfg = _cfg(base, peer)
+    assert fast_put.put(cfg, "k1", b"x", {}) == '"first"'
+    peer.thread.join(0.2)
+    assert fast_put.put(cfg, "k2", b"x", {}) == '"second"'
+    assert peer.connections == 2
+
+
+def test_an_error_ended_by_closing_the_connection_is_read_whole(
+        peer_cfg: tuple[list[Peer], StoreConfig]) -> None:
+    from s43_ray.errors import NoSuchBucket
+
+    peers, base = peer_cfg
+    body = b"<Error><Code>NoSuchBucket</Code><Message>m</Message></Error>"
+    peer = _start(peers, [(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n" + body, True)])
+    with pytest.raises(NoSuchBucket):
+        fast_put.put(_cfg(base, peer), "k", b"x", {})
+
+
+def test_virtual_addressing_of_an_ip_endpoint_goes_through_boto3(
+        peer_cfg: tuple[list[Peer], StoreConfig]) -> None:
+    from dataclasses import replace
+
+    _, cfg = peer_cfg
+    assert not fast_put.enabled(replace(cfg, addressing_style="virtual"), 4096)
+    named = replace(cfg, bucket="bucket-a", endpoint_url="http://s3.example.test:9",
+                    addressing_style="virtual")
+    assert fast_put.enabled(named, 4096)
+    assert not fast_put.enabled(replace(named, bucket="Not_DNS"), 4096)
