@@ -6,9 +6,18 @@ what the reference says the store confirmed: the same check the gate makes, made
 the store, never from the scheduler's word. The gate still lists the run and decides: it
 reuses an early check only when the object it lists is the one that was checked (same key,
 ETag, size and modification second; the ledger's checksum and attempt), and verifies every
-other member itself. An object rewritten after its early check has another ETag (a file
-store's changes on every write; S3's is the body's MD5, so only byte-identical content in the
-same second could pass unseen, and then the bytes are the ones verified).
+other member itself.
+
+An object rewritten after its early check has another ETag, or a later modification second.
+The exception is byte-identical content rewritten in the same second, with other metadata: S3's
+ETag is the body's MD5, and the metadata binds the object to its run, member and attempt (a
+late task of an older attempt writing the same bytes). So a member is checked only once
+:data:`SETTLE_S` has passed since its reference arrived. Its write happened before that, so
+by the store's own clock the check reads the object in a later second than the one it was
+modified in, and any rewrite after the check carries a later second that the gate's listing
+shows. This holds whatever the skew between the driver's clock and the store's. Members whose
+reference arrived less than :data:`SETTLE_S` before the fan-out ended are verified by the gate
+itself.
 
 Checks run on daemon threads: a store that hangs leaves them waiting, never the driver (the
 gate verifies whatever has no early result).
@@ -37,6 +46,9 @@ from .verify import Expectation, MemberCheck, VerifyMode, verify_member
 EARLY_CONCURRENCY = 16
 # Larger members are left to the gate task: at most 16 x 1 MiB of payload in the driver.
 EARLY_MAX_BYTES = 1024**2
+# A member is checked no sooner than this after its reference arrived: modification times are
+# whole seconds (see the module docstring); the margin covers the clocks' rates.
+SETTLE_S = 1.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +85,9 @@ class Seen:
                            etag=self.etag)
 
 
-# A reference as queued for its check: member, key, checksum, bytes, schema.
-_Todo = tuple[str, str, str, int, str]
+# A reference as queued for its check: member, key, checksum, bytes, schema, and when the
+# check may start (time.monotonic()).
+_Todo = tuple[str, str, str, int, str, float]
 
 
 def _second(ts: float | None) -> int | None:
@@ -98,6 +111,7 @@ class EarlyChecks:
         self._finished = 0
         self._done = threading.Condition(self._lock)
         self._closed = False
+        self._closing = threading.Event()  # set: checks not yet due are left to the gate
         self._workers = [threading.Thread(target=self._work, daemon=True,
                                           name=f"s43-early-{i}") for i in range(concurrency)]
         for w in self._workers:
@@ -110,14 +124,19 @@ class EarlyChecks:
             return
         with self._lock:
             self._submitted += 1
-        self._todo.put((ref.member, ref.key, ref.checksum, ref.bytes, ref.schema))
+        self._todo.put((ref.member, ref.key, ref.checksum, ref.bytes, ref.schema,
+                        time.monotonic() + SETTLE_S))
 
     def _work(self) -> None:
         while (todo := self._todo.get()) is not None:
-            try:
-                seen = self._verify(todo)
-            except Exception:  # the gate verifies it itself: nothing is lost here
-                seen = None
+            wait = todo[5] - time.monotonic()
+            if wait > 0 and self._closing.wait(wait):
+                seen = None  # not due when the fan-out ended: the gate verifies it
+            else:
+                try:
+                    seen = self._verify(todo)
+                except Exception:  # the gate verifies it itself: nothing is lost here
+                    seen = None
             with self._lock:
                 if seen is not None:
                     self._seen[todo[0]] = seen
@@ -125,7 +144,7 @@ class EarlyChecks:
                 self._done.notify_all()
 
     def _verify(self, todo: _Todo) -> Seen | None:
-        member, key, checksum, size, schema = todo
+        member, key, checksum, size, schema, _ = todo
         expect = Expectation(checksum, size, schema, self._attempt)
         c = verify_member(self._store, member, key, self._codec, expect, self._mode,
                           size, run_id=self._layout.run_id, declared_schema=self._schema)
@@ -141,6 +160,7 @@ class EarlyChecks:
         (those still running are left to the gate); stops the workers. Hands its results
         over: a second call has only what finished after the first."""
         deadline = time.monotonic() + timeout
+        self._closing.set()  # what is not due yet is the gate's
         with self._lock:
             while self._finished < self._submitted:
                 left = deadline - time.monotonic()
@@ -154,6 +174,7 @@ class EarlyChecks:
 
     def close(self) -> None:
         """Stop the workers once the checks queued are done (idempotent)."""
+        self._closing.set()
         with self._lock:
             if self._closed:
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from test_gate_ledger import LAYOUT, MEMBERS, RUN, _key, _run
 
+import s43_ray.early as early_mod
 from s43_ray.early import EarlyChecks, Seen
 from s43_ray.gate import gate_from_store
 from s43_ray.stores.base import ObjectInfo
@@ -21,6 +22,12 @@ class CountingStore(MemoryStore):
     def get(self, key: str, *, size_hint: int | None = None) -> tuple[memoryview, ObjectInfo]:
         self.gets.append(key)
         return super().get(key, size_hint=size_hint)
+
+
+@pytest.fixture(autouse=True)
+def _settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks run as soon as submitted here; the settling delay has tests of its own."""
+    monkeypatch.setattr(early_mod, "SETTLE_S", 0.0)
 
 
 def _early(store: MemoryStore, refs: dict[str, PredictionRef]) -> dict[str, Seen]:
@@ -111,8 +118,6 @@ def test_early_checks_are_verified_like_the_gate_would(mode: str) -> None:
 def test_members_larger_than_the_early_limit_are_left_to_the_gate(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The driver holds references, not payloads: a large member is verified by the gate."""
-    import s43_ray.early as early_mod
-
     store = CountingStore()
     refs = _run(store)
     store.gets.clear()
@@ -125,3 +130,40 @@ def test_members_larger_than_the_early_limit_are_left_to_the_gate(
                               seen=seen)
     assert verdict.passed
     assert any(k.endswith(f"{big}.npz") for k in store.gets)
+
+
+def test_a_member_is_checked_only_once_its_write_is_a_second_old(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modification times are whole seconds: a check in the second of the write could be
+    followed, in that same second, by byte-identical content with another binding (a late task
+    of an older attempt), which the gate's listing cannot tell apart. Such a member is left to
+    the gate, which reads its metadata as it is then."""
+    monkeypatch.setattr(early_mod, "SETTLE_S", 30.0)
+    store = CountingStore()
+    refs = _run(store)
+    store.gets.clear()
+    early = EarlyChecks(store, LAYOUT, "npz", "full", 1, "", concurrency=2)
+    for ref in refs.values():
+        early.submit(ref)
+    assert early.results(10.0) == {}  # not due: returned at once, nothing read
+    assert store.gets == []
+    # The swap: the same bytes, bound to another attempt, in the same second.
+    key = refs[MEMBERS[0]].key
+    body, info = store.get(key)
+    store.put(key, bytes(body), metadata={**info.metadata, "s43-attempt": "2"})
+    verdict = gate_from_store(store, LAYOUT, members=MEMBERS, codec="npz", attempt=1, seen={})
+    assert not verdict.passed
+    assert [c.member for c in verdict.checks if c.status != "ok"] == [MEMBERS[0]]
+
+
+def test_a_due_member_is_checked_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(early_mod, "SETTLE_S", 0.3)
+    store = CountingStore()
+    refs = _run(store)
+    early = EarlyChecks(store, LAYOUT, "npz", "full", 1, "", concurrency=2)
+    for ref in refs.values():
+        early.submit(ref)
+    import time
+
+    time.sleep(0.6)
+    assert sorted(early.results(10.0)) == MEMBERS
