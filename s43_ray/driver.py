@@ -308,10 +308,11 @@ def _circuit_summary(cfg: RunConfig, store_cfg: AnyStoreConfig, layout: RunLayou
                       basis="none")
     events.emit(ev.RUN_FAILED, "error", command="run", error_class="unreachable", exit_code=3,
                 message=why, attempt=attempt)
+    tally = Tally(outcomes.values())
     summary = summarize(verdict, command="run", store_cfg=store_cfg, gate_key=layout.gate_key,
-                        gate_persisted=False, wall=wall, outcomes=outcomes)
+                        gate_persisted=False, wall=wall, outcomes=tally)
     summary.reused = len(reused)
-    summary.computed = sum(isinstance(o, Persisted) for o in outcomes.values())
+    summary.computed = tally.computed
     summary.infra_errors = max(summary.infra_errors, len(lost))
     return summary
 

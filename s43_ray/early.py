@@ -173,7 +173,8 @@ class EarlyChecks:
         return seen
 
     def close(self) -> None:
-        """Stop the workers once the checks queued are done (idempotent)."""
+        """Stop the workers once the queued checks already due are done; those not due are
+        left to the gate (idempotent)."""
         self._closing.set()
         with self._lock:
             if self._closed:

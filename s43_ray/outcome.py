@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Protocol
 
 from . import events as ev
@@ -142,10 +142,10 @@ def newer_if_latest(store: Store, layout: RunLayout, verdict: Verdict,
 
 def summarize(verdict: Verdict, *, command: str, store_cfg: AnyStoreConfig, gate_key: str,
               gate_persisted: bool, wall: float,
-              outcomes: Mapping[str, Written | PersistFailure] | Tally | None = None,
+              outcomes: Tally | None = None,
               saved: Saved | None = None, newer: int | None = None) -> Summary:
     """The command's summary of ``verdict``; ``saved``/``newer`` as for :func:`superseded`."""
-    tally = outcomes if isinstance(outcomes, Tally) else Tally((outcomes or {}).values())
+    tally = outcomes if outcomes is not None else Tally()
     failed = tally.failed
     failures = {o.member: f"{o.error_class}: {o.message}" for o in failed}
     ok = [c for c in verdict.checks if c.status == "ok"]

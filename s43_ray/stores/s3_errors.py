@@ -10,6 +10,8 @@ client that saw it.
 
 from __future__ import annotations
 
+import re
+
 from ..config import ENV_SSE_C_KEY
 from ..errors import (
     AccessDenied,
@@ -38,6 +40,17 @@ NO_ENCRYPTION = frozenset({"ServerSideEncryptionConfigurationNotFoundError"})
 NOT_IMPLEMENTED = frozenset({"NotImplemented", "501"})
 # A document the store refused as malformed (lifecycle rules).
 MALFORMED = frozenset({"MalformedXML", "InvalidArgument", "InvalidRequest"})
+
+
+# An S3 error body's code and message, for the clients that read the XML themselves.
+CODE = re.compile(r"<Code>([^<]{1,200})</Code>")
+MESSAGE = re.compile(r"<Message>([^<]{0,500})</Message>")
+
+
+def first(pattern: re.Pattern[str], text: str) -> str:
+    """``pattern``'s first group in ``text``, "" when it is not there."""
+    match = pattern.search(text)
+    return match.group(1) if match else ""
 
 
 def classify(code: str, *, status: str = "", message: str = "", op: str, where: str,

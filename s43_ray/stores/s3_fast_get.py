@@ -29,11 +29,10 @@ from obstore.store import S3Store as ObStore
 
 from ..config import StoreConfig
 from ..errors import AccessDenied, ObjectNotFound, S43Error, StoreUnreachable
-from .s3_errors import THROTTLING, classify
+from .s3_errors import CODE, THROTTLING, classify, first
 from .s3_settings import DEFAULT_REGION, S3Settings, backoff_s, retry_log
 
 _STATUS = re.compile(r"status code: (\d{3})")
-_CODE = re.compile(r"<Code>([^<]+)</Code>")
 
 
 @lru_cache(maxsize=8)
@@ -81,18 +80,13 @@ def classify_failure(exc: Exception, where: str, sse: str) -> tuple[S43Error, bo
     if isinstance(exc, FileNotFoundError):
         return ObjectNotFound(f"{where}: not found"), False
     text = str(exc)
-    status, code = _first(_STATUS, text), _first(_CODE, text)
+    status, code = first(_STATUS, text), first(CODE, text)
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) and not status:
         status = "403"
     if not status and code != "NoSuchBucket" and code not in THROTTLING:
         # No HTTP answer: refused, reset, DNS, timeout.
         return StoreUnreachable(f"{where}: unreachable ({text.splitlines()[0][:200]})"), True
     return classify(code, status=status, message=text, op="GET", where=where, sse=sse)
-
-
-def _first(pattern: re.Pattern[str], text: str) -> str:
-    match = pattern.search(text)
-    return match.group(1) if match else ""
 
 
 class GetResult(NamedTuple):

@@ -49,7 +49,7 @@ from botocore.exceptions import ProfileNotFound
 
 from ..config import StoreConfig
 from ..errors import AccessDenied, InputError, S43Error, StoreError, StoreUnreachable
-from .s3_errors import classify
+from .s3_errors import CODE, MESSAGE, classify, first
 from .s3_http import Conn
 from .s3_settings import DEFAULT_REGION, S3Settings, backoff_s, retry_log
 
@@ -57,8 +57,6 @@ from .s3_settings import DEFAULT_REGION, S3Settings, backoff_s, retry_log
 FAST_PUT_MAX_BYTES = 8 * 1024**2
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _UNSIGNED = "UNSIGNED-PAYLOAD"
-_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
-_MESSAGE = re.compile(rb"<Message>([^<]{0,500})</Message>")
 # Header values go on the wire as they are: printable ASCII only, else boto3 sends the request.
 _PLAIN = re.compile(r"[\x20-\x7e]*")
 
@@ -78,7 +76,7 @@ class _Target:
 def enabled(cfg: StoreConfig, nbytes: int) -> bool:
     """Whether a PUT of ``nbytes`` under ``cfg`` goes through this module."""
     return (cfg.put_client == "auto" and nbytes <= FAST_PUT_MAX_BYTES
-            and cfg.endpoint_url is not None and _target(cfg) is not None)
+            and _target(cfg) is not None)
 
 
 @lru_cache(maxsize=8)
@@ -98,11 +96,11 @@ def _target(cfg: StoreConfig) -> _Target | None:
     https = url.scheme == "https"
     port = url.port or (443 if https else 80)
     host = url.netloc.rsplit("@", 1)[-1]
+    region = S3Settings(cfg).region or DEFAULT_REGION
     if cfg.addressing_style == "virtual":
         return _Target(https, f"{cfg.bucket}.{host}", f"{cfg.bucket}.{url.hostname}", port, "",
-                       S3Settings(cfg).region or DEFAULT_REGION)
-    return _Target(https, host, url.hostname, port, f"/{quote(cfg.bucket, safe='')}",
-                   S3Settings(cfg).region or DEFAULT_REGION)
+                       region)
+    return _Target(https, host, url.hostname, port, f"/{quote(cfg.bucket, safe='')}", region)
 
 
 _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
@@ -213,13 +211,12 @@ def put(cfg: StoreConfig, key: str, body: bytes | memoryview, headers: Mapping[s
     path = f"{target.base_path}/{quote(key, safe='/~')}"
     where = f"PUT s3://{cfg.bucket}/{key} at {cfg.display_endpoint}"
     size = memoryview(body).nbytes
-    data = bytes(body) if size <= 256 * 1024 else body  # small bodies: one send with the head
     sent_checksum = headers.get("x-amz-checksum-crc64nvme")
-    payload_hash = _UNSIGNED if sent_checksum else hashlib.sha256(data).hexdigest()
+    payload_hash = _UNSIGNED if sent_checksum else hashlib.sha256(body).hexdigest()
     attempt = 1
     while True:
         try:
-            return _attempt(cfg, target, path, data, size, headers, payload_hash, where,
+            return _attempt(cfg, target, path, body, size, headers, payload_hash, where,
                             sent_checksum, condition)
         except _Retryable as exc:
             if attempt >= cfg.max_attempts:
@@ -235,7 +232,7 @@ class _Retryable(Exception):
         self.error = error
 
 
-def _attempt(cfg: StoreConfig, target: _Target, path: str, data: bytes | memoryview, size: int,
+def _attempt(cfg: StoreConfig, target: _Target, path: str, body: bytes | memoryview, size: int,
              headers: Mapping[str, str], payload_hash: str, where: str,
              sent_checksum: str | None, condition: str | None) -> str | None:
     access_key, secret_key, token = _credentials(cfg)
@@ -249,7 +246,7 @@ def _attempt(cfg: StoreConfig, target: _Target, path: str, data: bytes | memoryv
                     *(f"{name}: {value}\r\n" for name, value in signed.items()),
                     "\r\n"]).encode("ascii")
     try:
-        status, answer_headers, answer, closes = _connection(cfg, target).exchange(head, data)
+        status, answer_headers, answer, closes = _connection(cfg, target).exchange(head, body)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         _discard(cfg)
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -262,17 +259,13 @@ def _attempt(cfg: StoreConfig, target: _Target, path: str, data: bytes | memoryv
             raise StoreError(f"{where}: the store answered checksum {echoed} for a body sent "
                              f"with {sent_checksum}; expected the same")
         return answer_headers.get("etag")
-    error, retryable = classify(_first(_CODE, answer), status=str(status),
-                                message=_first(_MESSAGE, answer), op="PUT", where=where,
+    text = answer.decode("utf-8", "replace")
+    error, retryable = classify(first(CODE, text), status=str(status),
+                                message=first(MESSAGE, text), op="PUT", where=where,
                                 sse=cfg.sse, condition=condition)
     if retryable:
         raise _Retryable(error)
     raise error
-
-
-def _first(pattern: re.Pattern[bytes], text: bytes) -> str:
-    match = pattern.search(text)
-    return match.group(1).decode("utf-8", "replace") if match else ""
 
 
 def sse_c_headers(key_b64: str) -> dict[str, str]:

@@ -20,6 +20,8 @@ from functools import lru_cache
 _MAX_LINE = 64 * 1024
 _MAX_ANSWER = 1024**2
 _MAX_HEADERS = 100
+# Bodies up to this size go out with the request's head in one send (one copy of the body).
+ONE_SEND_MAX = 256 * 1024
 
 
 @lru_cache(maxsize=1)
@@ -61,7 +63,7 @@ class Conn:
                  ) -> tuple[int, dict[str, str], bytes, bool]:
         """Send one request; its answer's status, headers (lower-case names), body, and
         whether the server closes the connection after it."""
-        if isinstance(body, bytes):
+        if memoryview(body).nbytes <= ONE_SEND_MAX:
             self.sock.sendall(head + body)
         else:
             self.sock.sendall(head)
