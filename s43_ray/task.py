@@ -22,6 +22,7 @@ from .binding import binding_metadata, schema_digest
 from .codec import ArraySpec, Codec
 from .config import AnyStoreConfig
 from .errors import S43Error, SchemaMismatch
+from .fence import put_member
 from .keys import RunLayout
 from .predict import PredictorLike, check_prediction, predictor_name, resolve_predictor
 from .stores import open_store
@@ -149,7 +150,8 @@ def write_member(store: Store, spec: TaskSpec, member: str, arrays: Mapping[str,
     t2 = time.perf_counter()
     metadata = {**codecs.object_metadata(encoded, spec.codec),
                 **binding_metadata(spec.run_id, member, spec.attempt, digest)}
-    store.put(key, encoded.payload, metadata=metadata, s3_checksum=encoded.s3_checksum)
+    put_member(store, key, encoded.payload, metadata=metadata, s3_checksum=encoded.s3_checksum,
+               run_id=spec.run_id, member=member, attempt=spec.attempt, checksum=encoded.checksum)
     t3 = time.perf_counter()
     return PredictionRef(
         run_id=spec.run_id, member=member, key=key, codec=spec.codec, bytes=encoded.nbytes,

@@ -18,6 +18,7 @@ the same S3 server as a write and a read:
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import shutil
 import subprocess
@@ -188,18 +189,25 @@ def _ours(env: Env, p: Payload, codec: Codec) -> OpPair:
                     predictor=BENCH_PREDICTOR)
     layout = RunLayout(env.cfg.prefix, OURS_RUN)
     refs: dict[str, Expectation] = {}
+    latest: dict[str, str] = {}  # slot -> the member its last write created
+    writes = itertools.count()
 
     def write(slot: str) -> Mapping[str, float]:
-        out = persist_member(env.store, spec, slot)
+        # A fresh member each time, as in a run: a persist creates its key (If-None-Match: *)
+        # and would find the same member, rewritten, already there.
+        member = f"{slot}-{next(writes)}"
+        out = persist_member(env.store, spec, member)
         if not isinstance(out, PredictionRef):
-            raise RuntimeError(f"persist of {slot} failed: {out.error_class}: {out.message}")
-        refs[slot] = Expectation(out.checksum, out.bytes)
+            raise RuntimeError(f"persist of {member} failed: {out.error_class}: {out.message}")
+        refs[member] = Expectation(out.checksum, out.bytes)
+        latest[slot] = member
         return {"encode+checksum": out.encode_seconds, "put": out.write_seconds}
 
     def read(slot: str) -> Mapping[str, float]:
+        member = latest[slot]
         t0 = time.perf_counter()
-        check = verify_member(env.store, slot, layout.member_key(slot, codec), codec,
-                            refs.get(slot), "full")
+        check = verify_member(env.store, member, layout.member_key(member, codec), codec,
+                              refs[member], "full")
         total = time.perf_counter() - t0
         if check.status != "ok":
             raise RuntimeError(f"load of {slot} failed: {check.error_class}: {check.detail}")

@@ -37,8 +37,9 @@ NOTES = [
     "fresh random order, so drift on the shared machine falls on all methods alike and no "
     "method always follows the same neighbour.",
     "MB/s = writers x payload bytes / mean latency, in 10^6 bytes per second.",
-    "ours: persist = s43_ray.task.persist_member (encode + CRC64NVME + PUT with the S3 "
-    "checksum header and s43 metadata); load = the gate's per-member check (GET + size, codec "
+    "ours: persist = s43_ray.task.persist_member (encode + CRC64NVME + a create-only PUT, "
+    "If-None-Match: *, with the S3 checksum header and s43 metadata, a fresh member each "
+    "time, as in a run); load = the gate's per-member check (GET + size, codec "
     "and CRC64NVME verify + decode).",
     "raw: put_object/get_object of the same pre-encoded bytes with the store's own boto3 "
     "client (no checksum header, no metadata): the floor for this client.",

@@ -177,3 +177,45 @@ def test_probe_of_a_stopped_server_raises_unreachable_within_its_timeout(
         store.probe(timeout=5.0)  # thawed, it answers again
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("put_client", ["auto", "boto3"])
+def test_member_writes_are_fenced_against_a_late_write_of_an_earlier_attempt(
+        store_cfg: StoreConfig, put_client: str) -> None:
+    """The ghost of the namespaced smoke, on SeaweedFS through either PUT client: attempt 1's
+    create arrives after ``--resume`` wrote the member; it is refused, and the gate-visible
+    object stays attempt 2's. A stale attempt that HEADs and finds a later one writes nothing;
+    the same attempt writing the same member again rewrites nothing; a later attempt replaces
+    an earlier one's object with If-Match on the ETag it read."""
+    from dataclasses import replace
+
+    from s43_ray.task import PersistFailure, PredictionRef, TaskSpec, persist_member
+
+    cfg = replace(store_cfg, put_client=put_client)
+    live = S3Store(cfg)
+
+    def spec(attempt: int) -> TaskSpec:
+        return TaskSpec(store=cfg, run_id="fence__2026-12-01", codec="arrow", rows=64,
+                        predictor="s43_ray.predict:default_predictor", attempt=attempt)
+
+    key = spec(1).layout.member_key("m00001", "arrow")
+    first = persist_member(live, spec(1), "m00001")  # lands late: the resume replaces it
+    assert isinstance(first, PredictionRef)
+    second = persist_member(live, spec(2), "m00001")
+    assert isinstance(second, PredictionRef) and second.run_attempt == 2
+    written = live.head(key)
+    assert written.metadata["s43-attempt"] == "2" and written.etag
+
+    body, info = live.get(key)
+    with pytest.raises(PreconditionFailed):  # attempt 1's create, delivered again
+        live.put(key, bytes(body), metadata={**info.metadata, "s43-attempt": "1"},
+                 if_none_match=True)
+    stale = persist_member(live, spec(1), "m00001")
+    assert isinstance(stale, PersistFailure) and stale.error_class == "superseded"
+    assert "is stale" in stale.message
+    again = persist_member(live, spec(2), "m00001")
+    assert isinstance(again, PredictionRef) and again.checksum == second.checksum
+
+    now = live.head(key)
+    assert now.metadata["s43-attempt"] == "2"
+    assert (now.etag, now.last_modified) == (written.etag, written.last_modified)
