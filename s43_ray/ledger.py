@@ -25,7 +25,7 @@ from .errors import CodecMismatch, ObjectNotFound, PreconditionFailed, S43Error,
 from .events import rfc3339_now
 from .keys import ATTEMPTS_DIR, LEDGERS_DIR, RunLayout, validate_member
 from .manifest import holder_name
-from .stores.base import Store
+from .stores.base import Store, create_once
 from .version import __version__
 
 AttemptKind = Literal["first", "rerun", "resume"]
@@ -105,9 +105,9 @@ def claim_attempt(store: Store, layout: RunLayout, kind: AttemptKind) -> Attempt
     for _ in range(CLAIM_ATTEMPT_TRIES):
         attempt = Attempt(layout.run_id, number, kind, rfc3339_now(), holder_name(), token)
         try:
-            store.put(layout.attempt_key(number), attempt.to_json(),
-                      metadata={"s43-kind": "attempt", "s43-token": token},
-                      content_type="application/json", if_none_match=True)
+            create_once(store, layout.attempt_key(number), attempt.to_json(),
+                        metadata={"s43-kind": "attempt", "s43-token": token},
+                        content_type="application/json")
             return attempt
         except PreconditionFailed:
             number += 1
@@ -191,9 +191,9 @@ class Ledger:
 
 def write_ledger(store: Store, layout: RunLayout, ledger: Ledger) -> None:
     """Write attempt N's ledger once (``If-None-Match: *``: an attempt has one ledger)."""
-    store.put(layout.ledger_key(ledger.attempt), ledger.to_json(),
-              metadata={"s43-kind": "ledger", "s43-attempt": str(ledger.attempt)},
-              content_type="application/json", if_none_match=True)
+    create_once(store, layout.ledger_key(ledger.attempt), ledger.to_json(),
+                metadata={"s43-kind": "ledger", "s43-attempt": str(ledger.attempt)},
+                content_type="application/json")
 
 
 def read_ledger(store: Store, layout: RunLayout, attempt: int) -> Ledger | None:

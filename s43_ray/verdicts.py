@@ -24,7 +24,7 @@ from .gate import PASSED, Verdict
 from .keys import RunLayout
 from .ledger import Ledger, attempt_numbers
 from .manifest import RunManifest
-from .stores.base import ObjectInfo, Store
+from .stores.base import ObjectInfo, Store, create_once
 
 # Compare-and-swap rounds on _gate.json before giving up (other gates writing at the same time).
 POINTER_TRIES = 8
@@ -71,8 +71,7 @@ def save_verdict(store: Store, layout: RunLayout, verdict: Verdict) -> Saved:
     meta = {"s43-kind": "gate", "s43-status": verdict.status, META_ATTEMPT: str(attempt),
             META_RUN: verdict.run_id}
     history = layout.verdict_history_key(_stamp(verdict.finished_at), attempt, verdict.token)
-    store.put(history, body, metadata=meta, content_type="application/json",
-              if_none_match=True)
+    create_once(store, history, body, metadata=meta, content_type="application/json")
     for _ in range(POINTER_TRIES):
         try:
             current: ObjectInfo | None = store.head(layout.gate_key)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import PreconditionFailed
+from ..errors import ObjectNotFound, PreconditionFailed
 
 # The condition of a create-if-absent, as messages name it.
 IF_NONE_MATCH = "If-None-Match: *"
@@ -139,6 +139,28 @@ def put_condition(if_none_match: bool, if_match: str | None) -> str | None:
     if if_none_match:
         return IF_NONE_MATCH
     return f"If-Match: {if_match}" if if_match is not None else None
+
+
+class CreatesOnce(Writes, Reads, Protocol):
+    """What :func:`create_once` needs of a store."""
+
+
+def create_once(store: CreatesOnce, key: str, body: bytes, *, metadata: Mapping[str, str],
+                content_type: str = "application/octet-stream") -> None:
+    """Create ``key`` with ``If-None-Match: *``. A refusal is accepted when the object there is
+    ``body`` byte for byte: an earlier try of this very request landed and its answer was lost
+    (the retry is refused by the object it wrote). Only for bodies no other writer can produce
+    (each names its writer's random token). Else :class:`PreconditionFailed`, as the store
+    raised it."""
+    try:
+        store.put(key, body, metadata=metadata, content_type=content_type, if_none_match=True)
+    except PreconditionFailed as refused:
+        try:
+            found, _ = store.get(key, size_hint=len(body))
+        except ObjectNotFound:
+            raise refused from None
+        if found != body:
+            raise
 
 
 def precondition_failed(where: str, why: str, condition: str) -> PreconditionFailed:

@@ -233,8 +233,8 @@ class S3Store:
         PUT that reached the store but whose answer was lost (reset, read timeout) is retried
         (by botocore, or by :mod:`.s3_fast_put` for small bodies), and the retry then fails
         the condition against the object the first attempt wrote: :class:`PreconditionFailed`
-        although this caller won. Callers tell the two apart by reading the key back and
-        comparing it with what they wrote (their own token in the body or metadata)."""
+        although this caller won. Callers read the key back and compare it with what they wrote
+        (:func:`.base.create_once` for creates, :mod:`s43_ray.fence` for members)."""
         condition = put_condition(if_none_match, if_match)
         size = body.nbytes if isinstance(body, memoryview) else len(body)
         checksum = s3_checksum if s3_checksum and self.cfg.s3_checksum == "crc64nvme" else None
