@@ -19,7 +19,7 @@
     │   ├── Throttled              the store kept answering "slow down" past the retry budget
     │   ├── ObjectNotFound         a key that is not in the store (a load failure when loading)
     │   ├── PreconditionFailed     a conditional write lost: the key exists, or changed since read
-    │   │   └── Superseded         a later attempt already wrote the member: stale (exit 1)
+    │   │   └── Superseded         a member key taken once a later attempt is claimed (exit 1)
     │   └── NoConditionalWrites    the store ignores If-None-Match/If-Match; claims cannot be atomic
     ├── LoadError                  an object is present but fails verification (a member is invalid)
     │   ├── ChecksumMismatch       payload bytes differ from the recorded checksum
@@ -163,8 +163,8 @@ class PreconditionFailed(StoreError):
 
 
 class Superseded(PreconditionFailed):
-    """A member write of an attempt found the member already written by a later attempt: this
-    attempt is stale (another driver resumed the run), and writes nothing. Not the store's
+    """A member write found its key taken after a later attempt of the run was claimed: this
+    attempt is stale (another driver re-ran the run) and writes nothing. Not the store's
     fault: the attempt's gate fails (exit 1), as a superseded verdict does."""
 
     exit_code = EXIT_GATE_FAILED

@@ -150,8 +150,8 @@ def write_member(store: Store, spec: TaskSpec, member: str, arrays: Mapping[str,
     t2 = time.perf_counter()
     metadata = {**codecs.object_metadata(encoded, spec.codec),
                 **binding_metadata(spec.run_id, member, spec.attempt, digest)}
-    put_member(store, key, encoded.payload, metadata=metadata, s3_checksum=encoded.s3_checksum,
-               run_id=spec.run_id, member=member, attempt=spec.attempt, checksum=encoded.checksum)
+    put_member(store, spec.layout, member, key, encoded.payload, metadata=metadata,
+               s3_checksum=encoded.s3_checksum, attempt=spec.attempt)
     t3 = time.perf_counter()
     return PredictionRef(
         run_id=spec.run_id, member=member, key=key, codec=spec.codec, bytes=encoded.nbytes,

@@ -183,10 +183,9 @@ def test_probe_of_a_stopped_server_raises_unreachable_within_its_timeout(
 def test_member_writes_are_fenced_against_a_late_write_of_an_earlier_attempt(
         store_cfg: StoreConfig, put_client: str) -> None:
     """The ghost of the namespaced smoke, on SeaweedFS through either PUT client: attempt 1's
-    create arrives after ``--resume`` wrote the member; it is refused, and the gate-visible
-    object stays attempt 2's. A stale attempt that HEADs and finds a later one writes nothing;
-    the same attempt writing the same member again rewrites nothing; a later attempt replaces
-    an earlier one's object with If-Match on the ETag it read."""
+    create arrives after ``--resume`` wrote the member; it is refused, and the object stays
+    attempt 2's. A later attempt replaces an earlier one's object (If-Match on the ETag it
+    read); once attempt 2 is claimed, attempt 1 finding the key taken writes nothing."""
     from dataclasses import replace
 
     from s43_ray.task import PersistFailure, PredictionRef, TaskSpec, persist_member
@@ -198,23 +197,23 @@ def test_member_writes_are_fenced_against_a_late_write_of_an_earlier_attempt(
         return TaskSpec(store=cfg, run_id="fence__2026-12-01", codec="arrow", rows=64,
                         predictor="s43_ray.predict:default_predictor", attempt=attempt)
 
-    key = spec(1).layout.member_key("m00001", "arrow")
-    first = persist_member(live, spec(1), "m00001")  # lands late: the resume replaces it
+    layout = spec(1).layout
+    key = layout.member_key("m00001", "arrow")
+    first = persist_member(live, spec(1), "m00001")  # landed before the resume: replaced
     assert isinstance(first, PredictionRef)
+    live.put(layout.attempt_key(2), b"{}", metadata={}, if_none_match=True)  # the resume's claim
     second = persist_member(live, spec(2), "m00001")
     assert isinstance(second, PredictionRef) and second.run_attempt == 2
     written = live.head(key)
     assert written.metadata["s43-attempt"] == "2" and written.etag
 
     body, info = live.get(key)
-    with pytest.raises(PreconditionFailed):  # attempt 1's create, delivered again
+    with pytest.raises(PreconditionFailed):  # attempt 1's create, delivered late
         live.put(key, bytes(body), metadata={**info.metadata, "s43-attempt": "1"},
                  if_none_match=True)
-    stale = persist_member(live, spec(1), "m00001")
+    stale = persist_member(live, spec(1), "m00001")  # a task of attempt 1 still running
     assert isinstance(stale, PersistFailure) and stale.error_class == "superseded"
-    assert "is stale" in stale.message
-    again = persist_member(live, spec(2), "m00001")
-    assert isinstance(again, PredictionRef) and again.checksum == second.checksum
+    assert "is stale, nothing written" in stale.message
 
     now = live.head(key)
     assert now.metadata["s43-attempt"] == "2"

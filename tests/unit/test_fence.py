@@ -25,7 +25,8 @@ from s43_ray.task import PersistFailure, PredictionRef, TaskSpec, persist_member
 from s43_ray.verify import Expectation
 
 RUN = "manual__2026-12-01T10:00:00+00:00"
-KEY = RunLayout("p", RUN).member_key("m00001", "arrow")
+LAYOUT = RunLayout("p", RUN)
+KEY = LAYOUT.member_key("m00001", "arrow")
 
 
 def _spec(attempt: int, predictor: str = "s43_ray.predict:default_predictor") -> TaskSpec:
@@ -71,17 +72,39 @@ def test_a_late_delivery_of_attempt_1_cannot_replace_what_the_resume_wrote() -> 
     assert _attempt_in_store(store) == "2"
 
 
-def test_a_stale_attempt_that_finds_a_later_one_writes_nothing() -> None:
+def _claim(store: MemoryStore, attempt: int) -> None:
+    """The record ``claim_attempt`` leaves (its content does not matter to the fence)."""
+    store.put(LAYOUT.attempt_key(attempt), b"{}", metadata={}, if_none_match=True)
+
+
+@pytest.mark.parametrize("written_by", [1, 2])
+def test_a_stale_attempt_writes_nothing_once_a_later_one_is_claimed(written_by: int) -> None:
+    """Whoever wrote the object (the later attempt, or the stale one's own earlier task), an
+    attempt that finds the key taken after attempt N+1 was claimed stops."""
     store = MemoryStore()
-    _persist(store, attempt=2)
+    _persist(store, attempt=written_by)
+    _claim(store, 2)
     before = store.objects[KEY]
 
     out = persist_member(store, _spec(1), "m00001")
 
     assert isinstance(out, PersistFailure)
     assert out.error_class == "superseded"
-    assert "already written by attempt 2" in out.message and "stale" in out.message
+    assert out.message == (
+        f"member 'm00001' of run {RUN!r}: attempt 2 of the run has been claimed and {KEY} holds "
+        f"an object (of attempt {written_by}); this write of attempt 1 is stale, nothing written")
     assert store.objects[KEY] is before
+
+
+def test_an_object_naming_a_later_attempt_nobody_claimed_is_replaced() -> None:
+    """A leftover of an earlier use of the run id, or a garbage s43-attempt: it cannot block
+    the member (the gate would fail it; the run's own attempts decide who is stale)."""
+    store = MemoryStore()
+    _persist(store, attempt=7)
+
+    ref = _persist(store, attempt=1)
+
+    assert ref.run_attempt == 1 and _attempt_in_store(store) == "1"
 
 
 def test_an_earlier_attempts_object_is_replaced_by_the_resume() -> None:
@@ -93,17 +116,19 @@ def test_an_earlier_attempts_object_is_replaced_by_the_resume() -> None:
     assert ref.run_attempt == 2 and _attempt_in_store(store) == "2"
 
 
-def test_this_attempts_own_write_landed_earlier_is_not_written_again() -> None:
+def test_this_attempts_own_write_landed_earlier_is_written_again() -> None:
     """An answer lost and the PUT retried (or Ray re-running the task): the retry's create is
-    refused because its first try landed; that is success, and nothing is rewritten."""
+    refused because its first try landed; it replaces it (If-Match), whatever metadata the
+    object there claims, so a planted object with this write's metadata cannot stay."""
     store = MemoryStore()
     first = _persist(store, attempt=1)
-    entry = store.objects[KEY]
+    body, meta, ts = store.objects[KEY]
+    store.objects[KEY] = (b"planted", meta, ts)
 
     again = _persist(store, attempt=1)
 
     assert again.checksum == first.checksum
-    assert store.objects[KEY] is entry
+    assert store.objects[KEY][0] == body
 
 
 def test_other_bytes_from_the_same_attempt_replace_the_object() -> None:
@@ -148,16 +173,17 @@ def test_a_key_that_keeps_changing_is_given_up_after_a_bounded_number_of_rounds(
 
         def head(self, key: str) -> Any:
             info = super().head(key)
-            self.heads += 1
-            MemoryStore.put(self, key, b"someone else, again", metadata={})
+            if key == KEY:
+                self.heads += 1
+                MemoryStore.put(self, key, b"someone else, again", metadata={})
             return info
 
     store = Contended()
     store.put(KEY, b"someone else", metadata={})
 
     with pytest.raises(PreconditionFailed, match=f"{FENCE_ROUNDS} conditional writes"):
-        put_member(store, KEY, b"ours", metadata={}, s3_checksum=None, run_id=RUN,
-                   member="m00001", attempt=1, checksum="c")
+        put_member(store, LAYOUT, "m00001", KEY, b"ours", metadata={}, s3_checksum=None,
+                   attempt=1)
     assert store.heads == FENCE_ROUNDS
 
 
@@ -170,8 +196,8 @@ def test_a_store_that_gives_no_etag_is_not_overwritten_blindly() -> None:
     store.put(KEY, b"someone else", metadata={})
 
     with pytest.raises(PreconditionFailed, match="no ETag"):
-        put_member(store, KEY, b"ours", metadata={}, s3_checksum=None, run_id=RUN,
-                   member="m00001", attempt=1, checksum="c")
+        put_member(store, LAYOUT, "m00001", KEY, b"ours", metadata={}, s3_checksum=None,
+                   attempt=1)
     assert store.objects[KEY][0] == b"someone else"
 
 
