@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import stopping
 from .errors import S43Error, StoreError, StoreUnreachable
 from .stores.base import ObjectInfo, Store
 
@@ -181,6 +182,7 @@ def watched(circuit: Circuit, fn: Callable[[], T], *, what: str) -> T:
     thread.start()
     while thread.is_alive():
         thread.join(TICK_S)
+        stopping.check()
         if thread.is_alive() and circuit.tick():
             raise StoreUnreachable(f"{what}: {circuit.reason}; circuit open")
     if "error" in box:

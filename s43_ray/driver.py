@@ -21,7 +21,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from . import events as ev
-from . import metrics
+from . import metrics, stopping
 from .circuit import Circuit, CircuitConfig, WatchedStore, watched
 from .cluster import ray_session
 from .codec import DEFAULT_CODEC, Codec
@@ -57,6 +57,8 @@ log = logging.getLogger("s43_ray.driver")
 # The gate task must answer within this long (it lists and verifies; 10,000 members take
 # seconds to minutes); past it the run exits 3.
 GATE_TIMEOUT_S = 1800.0
+# How often the wait for the gate's verdict looks for a stop asked by a signal (stopping.py).
+GATE_POLL_S = 1.0
 # How long the gate waits for the early checks still running when the last member lands;
 # what is not done by then, the gate verifies itself.
 EARLY_WAIT_S = 30.0
@@ -260,8 +262,13 @@ def _write_ledger(breaker: Circuit, store: Store, layout: RunLayout, cfg: RunCon
 
 
 def _await_gate(gate_ref: Any, timeout: float) -> Verdict:
+    deadline = time.monotonic() + timeout
+    while not ray.wait([gate_ref], timeout=min(GATE_POLL_S, timeout))[0]:
+        stopping.check()
+        if time.monotonic() >= deadline:
+            break  # ray.get below times out at once
     try:
-        verdict: Verdict = ray.get(gate_ref, timeout=timeout)
+        verdict: Verdict = ray.get(gate_ref, timeout=max(0.0, deadline - time.monotonic()))
     except RayTaskError as exc:
         if isinstance(exc.cause, S43Error):
             raise exc.cause from None

@@ -36,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import stopping
 from .codec import Codec
 from .keys import RunLayout
 from .stores.base import ObjectInfo, Store
@@ -166,7 +167,8 @@ class EarlyChecks:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._done.wait(left)
+                self._done.wait(min(left, 1.0))
+                stopping.check()
             # Handed over, not copied: a check finishing late lands in a dict nobody reads.
             seen, self._seen = self._seen, {}
         self.close()

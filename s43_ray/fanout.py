@@ -26,6 +26,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from . import events as ev
+from . import stopping
 from .circuit import Circuit
 from .errors import S43Error
 from .keys import RunLayout
@@ -153,6 +154,7 @@ def fan_out(spec: TaskSpec, members: Sequence[str], events: ev.EventLog,
     while pending:
         done, _ = ray.wait(list(pending), num_returns=min(len(pending), WAIT_BATCH),
                            timeout=WAIT_TIMEOUT_S)
+        stopping.check()
         finished: list[tuple[str, PersistOutcome]] = []
         try:  # one call for the batch; one per object only when some task failed
             values = ray.get(done) if done else []

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn, TextIO
 
+from .. import stopping
 from ..config import AnyStoreConfig, EnvDefaults, env_defaults
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, S43Error
 from ..events import RUN_FAILED, EventLog, Severity
@@ -37,7 +38,7 @@ from .pipeline import add_pipeline_parsers, cmd_gate, cmd_run, cmd_smoke
 from .store_args import open_config, store_target
 
 log = logging.getLogger("s43_ray.cli")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 DESCRIPTION = ("Move per-member prediction arrays between Ray workers through S3, by reference, "
                "and prove that the whole cohort arrived.")
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        stopping.clear()
 
 
 def _main(args: argparse.Namespace, env: EnvDefaults, out: TextIO, err: TextIO) -> int:
@@ -154,6 +156,7 @@ def _bench_store(args: argparse.Namespace, env: EnvDefaults
 
 
 def _terminated(signum: int, frame: object) -> None:
+    stopping.ask(signum)  # raised again by the wait loops, should this one be lost
     raise KeyboardInterrupt(f"signal {signum}")
 
 

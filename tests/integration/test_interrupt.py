@@ -64,3 +64,50 @@ def test_interrupt_stops_embedded_server_and_exits_130(tmp_path: Path, sig: int)
     url = urlsplit(endpoint)
     with pytest.raises(OSError), socket.create_connection((url.hostname, url.port), timeout=2):
         pass
+
+
+LOST_HANDLER = """
+import sys
+from s43_ray import stopping
+from s43_ray.cli import main as cli
+
+def lost(signum, frame):
+    # The handler ran, but its KeyboardInterrupt is raised where it is lost (a finalizer, a
+    # library's callback): only the remembered stop is left.
+    stopping.ask(signum)
+
+cli._terminated = lost
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.ray
+def test_a_lost_interrupt_still_stops_a_run_whose_members_hang(
+        ray_cluster: None, store_args: list[str]) -> None:
+    """A SIGTERM whose KeyboardInterrupt never reaches the run: the fan-out's wait loop raises
+    it again from the remembered stop, so the run exits 130 at once, instead of
+    waiting out its 900 s stall timeout for members that hang."""
+    import ray
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH"))
+                                         if p)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOST_HANDLER, "run", "--run-id", "lost-interrupt",
+         "--cohort-size", "2", "--rows", "10", "--predictor", "tests.predictors:hang",
+         *store_args], cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if line.startswith("{") and json.loads(line)["event"] == "s43_run_started":
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=120)  # not the stall timeout's 900 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, rest[-3000:]
+    assert "s43-ray: error: interrupted" in rest
