@@ -223,6 +223,9 @@ def daemon_map(fn: Callable[[T], R], items: Iterable[T], workers: int, circuit: 
                 ok, value = done.get(timeout=TICK_S)
                 break
             except queue.Empty:
+                if stopping.asked():
+                    stop.set()
+                    stopping.check()
                 if circuit.tick():
                     stop.set()
                     raise StoreUnreachable(f"{what}: {circuit.reason}; circuit open") from None

@@ -20,6 +20,11 @@ def ask(signum: int) -> None:
     _asked = signum
 
 
+def asked() -> bool:
+    """Whether a stop was asked for (for a loop that must tidy up before :func:`check`)."""
+    return _asked is not None
+
+
 def check() -> None:
     """Raise :class:`KeyboardInterrupt` if a stop was asked for."""
     if _asked is not None:

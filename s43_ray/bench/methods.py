@@ -188,8 +188,8 @@ def _ours(env: Env, p: Payload, codec: Codec) -> OpPair:
     spec = TaskSpec(store=env.cfg, run_id=OURS_RUN, codec=codec, rows=p.rows,
                     predictor=BENCH_PREDICTOR)
     layout = RunLayout(env.cfg.prefix, OURS_RUN)
-    refs: dict[str, Expectation] = {}
-    latest: dict[str, str] = {}  # slot -> the member its last write created
+    # slot -> the member its last write created, and what that write returned
+    latest: dict[str, tuple[str, Expectation]] = {}
     writes = itertools.count()
 
     def write(slot: str) -> Mapping[str, float]:
@@ -199,15 +199,14 @@ def _ours(env: Env, p: Payload, codec: Codec) -> OpPair:
         out = persist_member(env.store, spec, member)
         if not isinstance(out, PredictionRef):
             raise RuntimeError(f"persist of {member} failed: {out.error_class}: {out.message}")
-        refs[member] = Expectation(out.checksum, out.bytes)
-        latest[slot] = member
+        latest[slot] = member, Expectation(out.checksum, out.bytes)
         return {"encode+checksum": out.encode_seconds, "put": out.write_seconds}
 
     def read(slot: str) -> Mapping[str, float]:
-        member = latest[slot]
+        member, expected = latest[slot]
         t0 = time.perf_counter()
         check = verify_member(env.store, member, layout.member_key(member, codec), codec,
-                              refs[member], "full")
+                              expected, "full")
         total = time.perf_counter() - t0
         if check.status != "ok":
             raise RuntimeError(f"load of {slot} failed: {check.error_class}: {check.detail}")
